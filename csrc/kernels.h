@@ -1,0 +1,31 @@
+/* kernels.h — the per-level tables kernels_<level>.c export (internal). */
+#ifndef OPTIMC_KERNELS_H
+#define OPTIMC_KERNELS_H
+#include "optimc.h"
+
+typedef void (*optimc_prepare_fn)(const optimc_hyper *h, optimc_tensor *x);
+typedef void (*optimc_kernel_fn)(const optimc_tensor *x, size_t lo, size_t hi);
+
+typedef struct {
+    optimc_prepare_fn prepare;   /* this step's constants into x->coef */
+    optimc_kernel_fn kernel;     /* the update of elements [lo, hi) */
+} optimc_impl;
+
+typedef struct {
+    void (*stream[2])(void *const *arrays, int n_read, int n_write, size_t lo, size_t hi);
+    void (*grad_norm_acc[2])(const void *grad, size_t lo, size_t hi, double norm_type, double *acc);
+    int (*all_finite[2])(const void *grad, size_t lo, size_t hi);
+    void (*scale_clip[2])(void *grad, size_t lo, size_t hi, int mode, double value);
+    void (*ema[2])(void *avg, const void *param, size_t lo, size_t hi, double weight);
+} optimc_aux;
+
+extern const optimc_impl optimc_table_baseline[OPTIMC_N_ALGORITHMS][2];
+extern const optimc_aux optimc_aux_baseline;
+#if defined(__x86_64__) && defined(__GNUC__)
+#define OPTIMC_HAVE_X86_LEVELS 1
+extern const optimc_impl optimc_table_avx2[OPTIMC_N_ALGORITHMS][2];
+extern const optimc_aux optimc_aux_avx2;
+extern const optimc_impl optimc_table_avx512[OPTIMC_N_ALGORITHMS][2];
+extern const optimc_aux optimc_aux_avx512;
+#endif
+#endif

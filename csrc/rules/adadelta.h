@@ -1,0 +1,37 @@
+/* Adadelta (Zeiler 2012), as torch.optim.Adadelta computes it:
+ *   v ← ρv + (1 − ρ)g²                  square_avg
+ *   Δ = √(u + ε) / √(v + ε) · g
+ *   u ← ρu + (1 − ρ)Δ²                  acc_delta
+ *   θ ← θ − ηΔ
+ */
+typedef struct {
+    SFX(pre_coef) pre;
+    T lr, rho, one_minus_rho, eps;
+} SFX(adadelta_coef);
+
+static void SFX(adadelta_prepare)(const optimc_hyper *h, optimc_tensor *x)
+{
+    SFX(adadelta_coef) *c = (SFX(adadelta_coef) *)x->coef;
+    SFX(pre_prepare)(h, x, &c->pre);
+    c->lr = (T)h->lr;
+    c->rho = (T)h->rho;
+    c->one_minus_rho = (T)(1.0 - h->rho);
+    c->eps = (T)h->eps;
+}
+
+static inline void SFX(adadelta_update)(const SFX(adadelta_coef) *c, T *p, T g,
+                                        T *square_avg, T *acc_delta)
+{
+    g = SFX(grad_in)(&c->pre, g, p);
+    *square_avg = *square_avg * c->rho + c->one_minus_rho * (g * g);
+    T delta = SQRT(*acc_delta + c->eps) / SQRT(*square_avg + c->eps) * g;
+    *acc_delta = *acc_delta * c->rho + c->one_minus_rho * (delta * delta);
+    *p = *p - c->lr * delta;
+}
+
+static void SFX(adadelta_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
+{
+    const SFX(adadelta_coef) c = *(const SFX(adadelta_coef) *)x->coef;
+    OPTIMC_PTRS(x);
+    for (size_t i = lo; i < hi; i++) SFX(adadelta_update)(&c, &p[i], g[i], &s0[i], &s1[i]);
+}

@@ -1,0 +1,31 @@
+/* Adagrad (Duchi et al. 2011), as torch.optim.Adagrad computes it:
+ *   η_t = η / (1 + (t − 1)·lr_decay)
+ *   G ← G + g²                          sum (starts at initial_accumulator_value)
+ *   θ ← θ − η_t · g / (√G + ε)
+ */
+typedef struct {
+    SFX(pre_coef) pre;
+    T clr, eps;
+} SFX(adagrad_coef);
+
+static void SFX(adagrad_prepare)(const optimc_hyper *h, optimc_tensor *x)
+{
+    SFX(adagrad_coef) *c = (SFX(adagrad_coef) *)x->coef;
+    SFX(pre_prepare)(h, x, &c->pre);
+    c->clr = (T)(h->lr / (1.0 + (double)(x->step - 1) * h->lr_decay));
+    c->eps = (T)h->eps;
+}
+
+static inline void SFX(adagrad_update)(const SFX(adagrad_coef) *c, T *p, T g, T *sum)
+{
+    g = SFX(grad_in)(&c->pre, g, p);
+    *sum = *sum + g * g;
+    *p = *p - c->clr * (g / (SQRT(*sum) + c->eps));
+}
+
+static void SFX(adagrad_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
+{
+    const SFX(adagrad_coef) c = *(const SFX(adagrad_coef) *)x->coef;
+    OPTIMC_PTRS(x);
+    for (size_t i = lo; i < hi; i++) SFX(adagrad_update)(&c, &p[i], g[i], &s0[i]);
+}

@@ -1,0 +1,53 @@
+/* Adam (Kingma & Ba 2015), with AMSGrad (Reddi et al. 2018) and decoupled
+ * weight decay (AdamW, Loshchilov & Hutter 2019), as torch.optim.Adam
+ * computes it:
+ *   m ← m + (1 − β₁)(g − m)             exp_avg
+ *   v ← β₂v + (1 − β₂)g²                exp_avg_sq
+ *   v̂ ← max(v̂, v) (amsgrad), else v̂ = v  max_exp_avg_sq
+ *   θ ← θ − η/(1 − β₁ᵗ) · m / (√v̂ / √(1 − β₂ᵗ) + ε)
+ */
+typedef struct {
+    SFX(pre_coef) pre;
+    T one_minus_beta1, beta1, beta2, one_minus_beta2, step_size, bias_correction2_sqrt, eps;
+    int amsgrad;
+} SFX(adam_coef);
+
+static void SFX(adam_prepare)(const optimc_hyper *h, optimc_tensor *x)
+{
+    SFX(adam_coef) *c = (SFX(adam_coef) *)x->coef;
+    double t = (double)x->step;
+    SFX(pre_prepare)(h, x, &c->pre);
+    c->one_minus_beta1 = (T)(1.0 - h->beta1);
+    c->beta1 = (T)1 - c->one_minus_beta1;
+    c->beta2 = (T)h->beta2;
+    c->one_minus_beta2 = (T)(1.0 - h->beta2);
+    c->step_size = (T)(h->lr / (1.0 - pow(h->beta1, t)));
+    c->bias_correction2_sqrt = (T)sqrt(1.0 - pow(h->beta2, t));
+    c->eps = (T)h->eps;
+    c->amsgrad = h->amsgrad;
+}
+
+static inline void SFX(adam_update)(const SFX(adam_coef) *c, T *p, T g,
+                                    T *exp_avg, T *exp_avg_sq, T *max_exp_avg_sq)
+{
+    g = SFX(grad_in)(&c->pre, g, p);
+    *exp_avg = SFX(lerp)(*exp_avg, g, c->one_minus_beta1, c->beta1);
+    *exp_avg_sq = *exp_avg_sq * c->beta2 + c->one_minus_beta2 * (g * g);
+    T v = *exp_avg_sq;
+    if (c->amsgrad) {
+        if (v > *max_exp_avg_sq) *max_exp_avg_sq = v;
+        v = *max_exp_avg_sq;
+    }
+    T denom = SQRT(v) / c->bias_correction2_sqrt + c->eps;
+    *p = *p - c->step_size * (*exp_avg / denom);
+}
+
+static void SFX(adam_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
+{
+    const SFX(adam_coef) c = *(const SFX(adam_coef) *)x->coef;
+    OPTIMC_PTRS(x);
+    if (c.amsgrad)
+        for (size_t i = lo; i < hi; i++) SFX(adam_update)(&c, &p[i], g[i], &s0[i], &s1[i], &s2[i]);
+    else
+        for (size_t i = lo; i < hi; i++) SFX(adam_update)(&c, &p[i], g[i], &s0[i], &s1[i], NULL);
+}

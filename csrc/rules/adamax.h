@@ -1,0 +1,36 @@
+/* Adamax (Kingma & Ba 2015, §7.1), as torch.optim.Adamax computes it:
+ *   m ← m + (1 − β₁)(g − m)             exp_avg
+ *   u ← max(β₂u, |g| + ε)               exp_inf
+ *   θ ← θ − η/(1 − β₁ᵗ) · m/u
+ */
+typedef struct {
+    SFX(pre_coef) pre;
+    T one_minus_beta1, beta1, beta2, clr, eps;
+} SFX(adamax_coef);
+
+static void SFX(adamax_prepare)(const optimc_hyper *h, optimc_tensor *x)
+{
+    SFX(adamax_coef) *c = (SFX(adamax_coef) *)x->coef;
+    SFX(pre_prepare)(h, x, &c->pre);
+    c->one_minus_beta1 = (T)(1.0 - h->beta1);
+    c->beta1 = (T)1 - c->one_minus_beta1;
+    c->beta2 = (T)h->beta2;
+    c->clr = (T)(h->lr / (1.0 - pow(h->beta1, (double)x->step)));
+    c->eps = (T)h->eps;
+}
+
+static inline void SFX(adamax_update)(const SFX(adamax_coef) *c, T *p, T g, T *exp_avg, T *exp_inf)
+{
+    g = SFX(grad_in)(&c->pre, g, p);
+    *exp_avg = SFX(lerp)(*exp_avg, g, c->one_minus_beta1, c->beta1);
+    T decayed = *exp_inf * c->beta2, fresh = ABS(g) + c->eps;
+    *exp_inf = fresh > decayed ? fresh : decayed;
+    *p = *p - c->clr * (*exp_avg / *exp_inf);
+}
+
+static void SFX(adamax_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
+{
+    const SFX(adamax_coef) c = *(const SFX(adamax_coef) *)x->coef;
+    OPTIMC_PTRS(x);
+    for (size_t i = lo; i < hi; i++) SFX(adamax_update)(&c, &p[i], g[i], &s0[i], &s1[i]);
+}

@@ -1,0 +1,12 @@
+/* all.h — every rule, plus the auxiliary streaming kernels, for one T. */
+#include "common.h"
+#include "sgd.h"
+#include "adagrad.h"
+#include "rmsprop.h"
+#include "adadelta.h"
+#include "adam.h"
+#include "adamax.h"
+#include "nadam.h"
+#include "radam.h"
+#include "lion.h"
+#include "aux.h"

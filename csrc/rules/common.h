@@ -1,0 +1,47 @@
+/* common.h — what every rule shares, included once per scalar type T with
+ * SFX(name) giving the type's suffix and SQRT/ABS its math functions.
+ *
+ * Every rule starts from the same grad preprocessing, in torch.optim's order:
+ *   g ← s·g          s = −1 with maximize (and the clipping factor, if any)
+ *   g ← g + λθ       L2 weight decay
+ *   θ ← θ(1 − ηλ)    decoupled weight decay (instead of L2)
+ */
+typedef struct {
+    T grad_scale, l2, decay;
+    int has_l2, has_decay;
+} SFX(pre_coef);
+
+static inline void SFX(pre_prepare)(const optimc_hyper *h, const optimc_tensor *x,
+                                    SFX(pre_coef) *c)
+{
+    double wd = h->weight_decay;
+    c->grad_scale = (T)(h->maximize ? -x->grad_scale : x->grad_scale);
+    c->has_l2 = wd != 0 && !h->decoupled;
+    c->has_decay = wd != 0 && h->decoupled;
+    c->l2 = (T)wd;
+    c->decay = (T)(1.0 - h->lr * wd);
+}
+
+static inline T SFX(grad_in)(const SFX(pre_coef) *c, T g, T *p)
+{
+    g = g * c->grad_scale;
+    if (c->has_l2) g = g + c->l2 * *p;
+    if (c->has_decay) *p = *p * c->decay;
+    return g;
+}
+
+/* torch.lerp's two-sided form: a + w(b − a), or b − (b − a)(1 − w) for w ≥ ½. */
+static inline T SFX(lerp)(T a, T b, T w, T one_minus_w)
+{
+    return (w < (T)0.5) ? a + w * (b - a) : b - (b - a) * one_minus_w;
+}
+
+/* A kernel's loop over [lo, hi): the pointers are restrict so the loop
+ * vectorizes; `UPDATE` is the rule's one-element update. */
+#define OPTIMC_PTRS(x) \
+    T *restrict p = (T *)(x)->param; \
+    const T *restrict g = (const T *)(x)->grad; \
+    T *restrict s0 = (T *)(x)->state[0]; \
+    T *restrict s1 = (T *)(x)->state[1]; \
+    T *restrict s2 = (T *)(x)->state[2]; \
+    (void)s0; (void)s1; (void)s2

@@ -1,0 +1,45 @@
+/* NAdam (Dozat 2016), as torch.optim.NAdam (PyTorch 2.x) computes it:
+ *   μ_t = β₁(1 − ½·0.96^(tψ)),  μ_{t+1} likewise,  Π ← Π·μ_t   mu_product
+ *   m ← m + (1 − β₁)(g − m);  v ← β₂v + (1 − β₂)g²             exp_avg, exp_avg_sq
+ *   r = √(v/(1 − β₂ᵗ)) + ε
+ *   θ ← θ − η(1 − μ_t)/(1 − Π) · g/r − η μ_{t+1}/(1 − Π μ_{t+1}) · m/r
+ */
+typedef struct {
+    SFX(pre_coef) pre;
+    T one_minus_beta1, beta1, beta2, one_minus_beta2, bias_correction2, eps, grad_step, avg_step;
+} SFX(nadam_coef);
+
+static void SFX(nadam_prepare)(const optimc_hyper *h, optimc_tensor *x)
+{
+    SFX(nadam_coef) *c = (SFX(nadam_coef) *)x->coef;
+    double t = (double)x->step;
+    double mu = h->beta1 * (1.0 - 0.5 * pow(0.96, t * h->momentum_decay));
+    double mu_next = h->beta1 * (1.0 - 0.5 * pow(0.96, (t + 1.0) * h->momentum_decay));
+    x->mu_product *= mu;
+    SFX(pre_prepare)(h, x, &c->pre);
+    c->one_minus_beta1 = (T)(1.0 - h->beta1);
+    c->beta1 = (T)1 - c->one_minus_beta1;
+    c->beta2 = (T)h->beta2;
+    c->one_minus_beta2 = (T)(1.0 - h->beta2);
+    c->bias_correction2 = (T)(1.0 - pow(h->beta2, t));
+    c->eps = (T)h->eps;
+    c->grad_step = (T)(h->lr * (1.0 - mu) / (1.0 - x->mu_product));
+    c->avg_step = (T)(h->lr * mu_next / (1.0 - x->mu_product * mu_next));
+}
+
+static inline void SFX(nadam_update)(const SFX(nadam_coef) *c, T *p, T g, T *exp_avg, T *exp_avg_sq)
+{
+    g = SFX(grad_in)(&c->pre, g, p);
+    *exp_avg = SFX(lerp)(*exp_avg, g, c->one_minus_beta1, c->beta1);
+    *exp_avg_sq = *exp_avg_sq * c->beta2 + c->one_minus_beta2 * (g * g);
+    T denom = SQRT(*exp_avg_sq / c->bias_correction2) + c->eps;
+    *p = *p - c->grad_step * (g / denom);
+    *p = *p - c->avg_step * (*exp_avg / denom);
+}
+
+static void SFX(nadam_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
+{
+    const SFX(nadam_coef) c = *(const SFX(nadam_coef) *)x->coef;
+    OPTIMC_PTRS(x);
+    for (size_t i = lo; i < hi; i++) SFX(nadam_update)(&c, &p[i], g[i], &s0[i], &s1[i]);
+}

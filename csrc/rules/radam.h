@@ -1,0 +1,53 @@
+/* RAdam (Liu et al. 2020), as torch.optim.RAdam computes it:
+ *   m ← m + (1 − β₁)(g − m);  v ← β₂v + (1 − β₂)g²             exp_avg, exp_avg_sq
+ *   ρ∞ = 2/(1 − β₂) − 1,  ρ_t = ρ∞ − 2tβ₂ᵗ/(1 − β₂ᵗ)
+ *   m̂ = m/(1 − β₁ᵗ)
+ *   ρ_t > 5:  r = √((ρ_t − 4)(ρ_t − 2)ρ∞ / ((ρ∞ − 4)(ρ∞ − 2)ρ_t))
+ *             θ ← θ − m̂·η·(√(1 − β₂ᵗ)/(√v + ε))·r
+ *   else:     θ ← θ − m̂·η            (an un-adapted momentum step)
+ */
+typedef struct {
+    SFX(pre_coef) pre;
+    T one_minus_beta1, beta1, beta2, one_minus_beta2, bias_correction1,
+      bias_correction2_sqrt, lr, rect, eps;
+    int rectified;
+} SFX(radam_coef);
+
+static void SFX(radam_prepare)(const optimc_hyper *h, optimc_tensor *x)
+{
+    SFX(radam_coef) *c = (SFX(radam_coef) *)x->coef;
+    double t = (double)x->step;
+    double bias_correction2 = 1.0 - pow(h->beta2, t);
+    double rho_inf = 2.0 / (1.0 - h->beta2) - 1.0;
+    double rho_t = rho_inf - 2.0 * t * pow(h->beta2, t) / bias_correction2;
+    SFX(pre_prepare)(h, x, &c->pre);
+    c->one_minus_beta1 = (T)(1.0 - h->beta1);
+    c->beta1 = (T)1 - c->one_minus_beta1;
+    c->beta2 = (T)h->beta2;
+    c->one_minus_beta2 = (T)(1.0 - h->beta2);
+    c->bias_correction1 = (T)(1.0 - pow(h->beta1, t));
+    c->bias_correction2_sqrt = (T)sqrt(bias_correction2);
+    c->lr = (T)h->lr;
+    c->eps = (T)h->eps;
+    c->rectified = rho_t > 5.0;
+    c->rect = c->rectified ? (T)sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                                     / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)) : (T)0;
+}
+
+static inline void SFX(radam_update)(const SFX(radam_coef) *c, T *p, T g, T *exp_avg, T *exp_avg_sq)
+{
+    g = SFX(grad_in)(&c->pre, g, p);
+    *exp_avg = SFX(lerp)(*exp_avg, g, c->one_minus_beta1, c->beta1);
+    *exp_avg_sq = *exp_avg_sq * c->beta2 + c->one_minus_beta2 * (g * g);
+    T step = *exp_avg / c->bias_correction1 * c->lr;
+    if (c->rectified)
+        step = step * (c->bias_correction2_sqrt / (SQRT(*exp_avg_sq) + c->eps)) * c->rect;
+    *p = *p - step;
+}
+
+static void SFX(radam_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
+{
+    const SFX(radam_coef) c = *(const SFX(radam_coef) *)x->coef;
+    OPTIMC_PTRS(x);
+    for (size_t i = lo; i < hi; i++) SFX(radam_update)(&c, &p[i], g[i], &s0[i], &s1[i]);
+}

@@ -1,0 +1,61 @@
+/* RMSprop (Hinton, Coursera lecture 6e; centered form: Graves 2013), as
+ * torch.optim.RMSprop computes it:
+ *   v ← αv + (1 − α)g²                  square_avg
+ *   a ← a + (1 − α)(g − a)              grad_avg (centered only)
+ *   r = √(v − a²) + ε (centered), else r = √v + ε
+ *   b ← μb + g/r;  θ ← θ − ηb           momentum_buffer (momentum μ > 0)
+ *   θ ← θ − η g/r                       (momentum 0)
+ */
+typedef struct {
+    SFX(pre_coef) pre;
+    T lr, alpha, one_minus_alpha, momentum, eps;
+    int centered, use_momentum;
+} SFX(rmsprop_coef);
+
+static void SFX(rmsprop_prepare)(const optimc_hyper *h, optimc_tensor *x)
+{
+    SFX(rmsprop_coef) *c = (SFX(rmsprop_coef) *)x->coef;
+    SFX(pre_prepare)(h, x, &c->pre);
+    c->lr = (T)h->lr;
+    c->alpha = (T)h->alpha;
+    c->one_minus_alpha = (T)(1.0 - h->alpha);
+    c->momentum = (T)h->momentum;
+    c->eps = (T)h->eps;
+    c->centered = h->centered;
+    c->use_momentum = h->momentum > 0;
+}
+
+static inline void SFX(rmsprop_update)(const SFX(rmsprop_coef) *c, T *p, T g,
+                                       T *square_avg, T *momentum_buffer, T *grad_avg)
+{
+    g = SFX(grad_in)(&c->pre, g, p);
+    *square_avg = *square_avg * c->alpha + c->one_minus_alpha * (g * g);
+    T avg;
+    if (c->centered) {
+        /* lerp weight 1 − α, whose complement is α */
+        *grad_avg = SFX(lerp)(*grad_avg, g, c->one_minus_alpha, (T)1 - c->one_minus_alpha);
+        avg = SQRT(*square_avg - *grad_avg * *grad_avg) + c->eps;
+    } else {
+        avg = SQRT(*square_avg) + c->eps;
+    }
+    if (c->use_momentum) {
+        *momentum_buffer = *momentum_buffer * c->momentum + g / avg;
+        *p = *p - c->lr * *momentum_buffer;
+    } else {
+        *p = *p - c->lr * (g / avg);
+    }
+}
+
+static void SFX(rmsprop_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
+{
+    const SFX(rmsprop_coef) c = *(const SFX(rmsprop_coef) *)x->coef;
+    OPTIMC_PTRS(x);
+    if (c.centered && c.use_momentum)
+        for (size_t i = lo; i < hi; i++) SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], &s1[i], &s2[i]);
+    else if (c.centered)
+        for (size_t i = lo; i < hi; i++) SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], NULL, &s2[i]);
+    else if (c.use_momentum)
+        for (size_t i = lo; i < hi; i++) SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], &s1[i], NULL);
+    else
+        for (size_t i = lo; i < hi; i++) SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], NULL, NULL);
+}

@@ -1,0 +1,143 @@
+"""Around the step: gradient clipping and parameter averaging, heavy parts in C.
+
+Clipping inside the step (``max_grad_norm=``) and the non-finite guard
+(``skip_nonfinite=True``) are optimizer options; see ``Optimizer.set_guard``.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+
+import numpy as np
+
+from . import _core
+from .optimizers import Optimizer, _real, _split_params
+
+
+def _norm_type(norm_type):
+    if isinstance(norm_type, str) and norm_type.lower() == "inf":
+        return math.inf
+    return _real("norm_type", norm_type, lo=0.0, lo_open=True) if norm_type != math.inf else math.inf
+
+
+def grad_norm(grads, norm_type=2.0):
+    """The total `norm_type`-norm of all grads together (2, 1, any p > 0, or
+    inf), computed in double in a fixed order, in one call into C."""
+    return _core.grad_norm(grads, _norm_type(norm_type))[0]
+
+
+def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
+    """Scale the grads in place so that their total norm is at most `max_norm`
+    (as ``torch.nn.utils.clip_grad_norm_``: factor max_norm / (norm + 1e-6)
+    when that is below 1). Returns the total norm before clipping.
+
+    `grads` is a list/tuple/dict of float32/float64 arrays."""
+    max_norm = _real("max_norm", max_norm, lo=0.0)
+    total, finite = _core.grad_norm(grads, _norm_type(norm_type))
+    if error_if_nonfinite and not finite:
+        raise ValueError(f"grads: the total norm is {total}; a grad holds NaN or Inf "
+                         "(pass error_if_nonfinite=False to clip anyway)")
+    coef = max_norm / (total + 1e-6)
+    if coef < 1.0:
+        _core.scale_clip(grads, 0, coef)
+    return total
+
+
+def clip_grad_value(grads, clip_value):
+    """Clamp every grad element to [-clip_value, clip_value], in place."""
+    clip_value = _real("clip_value", clip_value, lo=0.0)
+    _core.scale_clip(grads, 1, clip_value)
+
+
+class _Averager:
+    """Shared by EMA and SWA: averages held as arrays, updated in C."""
+
+    def __init__(self, params):
+        if isinstance(params, Optimizer):
+            names = params._names
+            arrays = params._params()
+        else:
+            arrays, names = _split_params(params)
+        if not arrays:
+            raise ValueError("params: no arrays given")
+        for i, p in enumerate(arrays):
+            if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
+                raise TypeError(f"params[{i}]: expected a float32/float64 ndarray")
+            if not p.flags.c_contiguous:
+                raise ValueError(f"params[{i}]: must be C-contiguous")
+        self._params = arrays
+        self._names = names
+        self._averages = [np.array(p, copy=True) for p in arrays]
+        self.num_updates = 0
+
+    @property
+    def averages(self):
+        """The averaged arrays (a dict when params were given by name)."""
+        if self._names is not None:
+            return dict(zip(self._names, self._averages))
+        return list(self._averages)
+
+    def update(self):
+        """Fold the params' current values into the averages (one call into C)."""
+        _core.ema(self._averages, self._params, self._weight())
+        self.num_updates += 1
+
+    def copy_to(self, params=None):
+        """Write the averages into `params` (default: the tracked params)."""
+        targets = self._params if params is None else _split_params(params)[0]
+        if len(targets) != len(self._averages):
+            raise ValueError(f"params: expected {len(self._averages)} arrays, got {len(targets)}")
+        for i, (t, a) in enumerate(zip(targets, self._averages)):
+            if not isinstance(t, np.ndarray) or t.shape != a.shape or t.dtype != a.dtype:
+                raise ValueError(f"params[{i}]: expected a {a.dtype} array of shape {a.shape}")
+        for t, a in zip(targets, self._averages):
+            np.copyto(t, a)
+
+    def swap(self):
+        """Exchange params and averages in place (evaluate with the averages,
+        then call swap() again to resume training)."""
+        for p, a in zip(self._params, self._averages):
+            tmp = p.copy()
+            np.copyto(p, a)
+            np.copyto(a, tmp)
+
+    def state_dict(self):
+        return {"num_updates": self.num_updates, "averages": [a.copy() for a in self._averages]}
+
+    def load_state_dict(self, sd):
+        avgs = sd.get("averages") if isinstance(sd, Mapping) else None
+        if not isinstance(avgs, list) or len(avgs) != len(self._averages):
+            raise ValueError(f"state_dict: expected {len(self._averages)} averages")
+        for i, (new, mine) in enumerate(zip(avgs, self._averages)):
+            if not isinstance(new, np.ndarray) or new.shape != mine.shape or new.dtype != mine.dtype:
+                raise ValueError(f"state_dict: averages[{i}]: expected a {mine.dtype} array of shape {mine.shape}")
+        n = sd.get("num_updates")
+        if not isinstance(n, numbers.Integral) or n < 0:
+            raise ValueError("state_dict: num_updates must be an integer >= 0")
+        for new, mine in zip(avgs, self._averages):
+            np.copyto(mine, new)
+        self.num_updates = int(n)
+
+
+class EMA(_Averager):
+    """Exponential moving average of the params, as torch.optim.swa_utils'
+    ``AveragedModel(..., multi_avg_fn=get_ema_multi_avg_fn(decay))`` and Keras'
+    ``use_ema``: the first update() copies the params, each later one does
+    avg ← avg + (1 − decay)(θ − avg)."""
+
+    def __init__(self, params, decay=0.999):
+        self.decay = _real("decay", decay, 0.0, 1.0)
+        super().__init__(params)
+
+    def _weight(self):
+        return 1.0 if self.num_updates == 0 else 1.0 - self.decay
+
+
+class SWA(_Averager):
+    """Uniform (Polyak / stochastic weight) averaging, as torch's default
+    ``AveragedModel``: after n updates the averages are the mean of the n
+    params seen, avg ← avg + (θ − avg)/(n + 1)."""
+
+    def _weight(self):
+        return 1.0 / (self.num_updates + 1)

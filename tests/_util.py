@@ -1,0 +1,376 @@
+"""Shared helpers for the optimc correctness suites (reference self-check,
+optimc vs reference, optimc vs torch): option grids, random problems,
+tolerance checks with max-relative-difference bookkeeping, and a torch runner."""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from reference import BUFFERS, DEFAULTS
+
+# ---------------------------------------------------------------------------
+# shapes and random problems
+# ---------------------------------------------------------------------------
+#: 0-d, empty, odd lengths and a 2-D shape; every suite steps all of them at once.
+SHAPES: List[Tuple[int, ...]] = [(), (0,), (1,), (7,), (33,), (1031,), (5, 13)]
+DTYPES = [np.float64, np.float32]
+
+
+def make_params(shapes: Sequence[tuple], dtype, seed: int = 0) -> List[np.ndarray]:
+    """Random normal params (0-d ones made with ``np.array(x)``), C-contiguous, writeable."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in shapes:
+        if s == ():
+            out.append(np.array(rng.standard_normal(), dtype=dtype))
+        else:
+            out.append(np.ascontiguousarray(rng.standard_normal(s).astype(dtype)))
+    return out
+
+
+def make_grads(shapes: Sequence[tuple], dtype, steps: int, seed: int = 1,
+               scale: float = 1.0) -> List[List[np.ndarray]]:
+    """``steps`` lists of random normal grads, one per shape, from a seeded Generator."""
+    rng = np.random.default_rng(seed)
+    return [[np.array(scale * rng.standard_normal(s), dtype=dtype) for s in shapes]
+            for _ in range(steps)]
+
+
+def problem(dtype, steps: int, shapes=SHAPES, seed: int = 0):
+    return make_params(shapes, dtype, seed), make_grads(shapes, dtype, steps, seed + 1000)
+
+
+# ---------------------------------------------------------------------------
+# option grids: every option of every optimizer, hyperparameters always explicit
+# ---------------------------------------------------------------------------
+def _grid(name: str, base: dict, keep=lambda h: True, **axes) -> List[Tuple[str, dict]]:
+    keys = list(axes)
+    out = []
+    for values in itertools.product(*(axes[k] for k in keys)):
+        h = {**DEFAULTS[name], **base, **dict(zip(keys, values))}
+        if keep(h):
+            out.append((name, h))
+    return out
+
+
+def _dedup(cases):
+    seen, out = set(), []
+    for name, h in cases:
+        key = (name, tuple(sorted((k, repr(v)) for k, v in h.items())))
+        if key not in seen:
+            seen.add(key)
+            out.append((name, h))
+    return out
+
+
+WD = [0.0, 0.05]
+MAX = [False, True]
+
+
+def all_cases() -> List[Tuple[str, dict]]:
+    """(class name, full hyperparameter dict) for every algorithm and option combination."""
+    c: List[Tuple[str, dict]] = []
+    c += _grid("SGD", dict(lr=0.01), momentum=[0.0, 0.9], dampening=[0.0, 0.3],
+               nesterov=[False, True], weight_decay=WD, maximize=MAX,
+               keep=lambda h: (not h["nesterov"] or (h["momentum"] > 0 and h["dampening"] == 0))
+               and (h["momentum"] > 0 or h["dampening"] == 0))
+    c += _grid("Momentum", dict(lr=0.01), momentum=[0.9, 0.5], dampening=[0.0, 0.3],
+               weight_decay=WD, maximize=MAX)
+    c += _grid("NAG", dict(lr=0.01), momentum=[0.9, 0.5], weight_decay=WD, maximize=MAX)
+    c += _grid("Adagrad", dict(lr=0.05), lr_decay=[0.0, 0.05],
+               initial_accumulator_value=[0.0, 0.1], weight_decay=WD, maximize=MAX)
+    c += _grid("Adagrad", dict(lr=0.05, lr_decay=0.01, initial_accumulator_value=0.5,
+                               weight_decay=0.05), eps=[1e-10, 1e-3])
+    c += _grid("RMSprop", dict(lr=0.01), centered=[False, True], momentum=[0.0, 0.9],
+               weight_decay=WD, maximize=MAX)
+    c += _grid("RMSprop", dict(lr=0.01, weight_decay=0.05), centered=[False, True],
+               momentum=[0.0, 0.5], alpha=[0.99, 0.7], eps=[1e-6])
+    c += _grid("Adadelta", dict(lr=1.0), weight_decay=WD, maximize=MAX, rho=[0.9, 0.95])
+    c += _grid("Adadelta", dict(weight_decay=0.05), lr=[0.5], rho=[0.8], eps=[1e-4])
+    adam_axes = dict(amsgrad=[False, True], weight_decay=WD, maximize=MAX)
+    c += _grid("Adam", dict(lr=0.01), decoupled_weight_decay=[False, True],
+               keep=lambda h: h["weight_decay"] != 0 or not h["decoupled_weight_decay"],
+               **adam_axes)
+    c += _grid("Adam", dict(lr=0.01, weight_decay=0.05), betas=[(0.8, 0.95), (0.5, 0.9)],
+               eps=[1e-6], amsgrad=[False, True], decoupled_weight_decay=[False, True])
+    c += _grid("AdamW", dict(lr=0.01), amsgrad=[False, True], weight_decay=[0.0, 0.01, 0.1],
+               maximize=MAX)
+    c += _grid("AdamW", dict(lr=0.01, weight_decay=0.1), betas=[(0.8, 0.95)], eps=[1e-6],
+               amsgrad=[False, True])
+    c += _grid("Adamax", dict(lr=0.01), weight_decay=WD, maximize=MAX)
+    c += _grid("Adamax", dict(lr=0.01, weight_decay=0.05), betas=[(0.8, 0.95), (0.5, 0.9)],
+               eps=[1e-6, 1e-2])
+    nadam_keep = lambda h: h["weight_decay"] != 0 or not h["decoupled_weight_decay"]  # noqa: E731
+    c += _grid("NAdam", dict(lr=0.01), weight_decay=WD, decoupled_weight_decay=[False, True],
+               maximize=MAX, keep=nadam_keep)
+    c += _grid("NAdam", dict(lr=0.01, weight_decay=0.05), momentum_decay=[1e-2, 0.0],
+               betas=[(0.8, 0.95)], eps=[1e-6], decoupled_weight_decay=[False, True])
+    c += _grid("RAdam", dict(lr=0.01), weight_decay=WD, decoupled_weight_decay=[False, True],
+               maximize=MAX, keep=nadam_keep)
+    # beta2 = 0.9: rho_inf = 19, rectification starts at t = 5 instead of t = 6
+    c += _grid("RAdam", dict(lr=0.01, weight_decay=0.05), betas=[(0.8, 0.95), (0.5, 0.9)],
+               eps=[1e-6], decoupled_weight_decay=[False, True])
+    c += _grid("Lion", dict(lr=1e-3), weight_decay=[0.0, 0.1], maximize=MAX,
+               betas=[(0.9, 0.99), (0.95, 0.98)])
+    return _dedup(c)
+
+
+TORCH_NAMES = ["SGD", "Momentum", "NAG", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW",
+               "Adamax", "NAdam", "RAdam"]
+
+
+def torch_cases() -> List[Tuple[str, dict]]:
+    return [(n, h) for n, h in all_cases() if n in TORCH_NAMES]
+
+
+def case_id(case) -> str:
+    name, h = case
+    d = DEFAULTS[name]
+    parts = [name]
+    for k, v in h.items():
+        if k == "lr" or v == d.get(k):
+            continue
+        if isinstance(v, bool):
+            parts.append(k if v else f"no_{k}")
+        elif isinstance(v, tuple):
+            parts.append(f"{k}={','.join(map(str, v))}")
+        else:
+            parts.append(f"{k}={v}")
+    return "-".join(parts)
+
+
+def dtype_id(dt) -> str:
+    return np.dtype(dt).name
+
+
+# ---------------------------------------------------------------------------
+# tolerances and max-relative-difference bookkeeping
+# ---------------------------------------------------------------------------
+#: (rtol, atol) per dtype and comparison.  The recorded "relative difference" is
+#: max |a-b| / (|b| + atol/rtol): the check passes iff that is <= rtol.
+TOL = {
+    "selfcheck": {np.dtype(np.float64): (1e-12, 1e-14), np.dtype(np.float32): (1e-5, 1e-6)},
+    "optimc": {np.dtype(np.float64): (1e-10, 1e-12), np.dtype(np.float32): (1e-5, 1e-6)},
+}
+
+
+def rel_diff(actual, desired, rtol: float, atol: float) -> float:
+    a = np.asarray(actual, dtype=np.float64)
+    b = np.asarray(desired, dtype=np.float64)
+    if a.size == 0:
+        return 0.0
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return 0.0 if np.array_equal(a, b, equal_nan=True) else float("inf")
+    return float(np.max(np.abs(a - b) / (np.abs(b) + atol / rtol)))
+
+
+class Recorder:
+    """Keeps the largest relative difference per (optimizer, dtype)."""
+
+    def __init__(self):
+        self.max: Dict[Tuple[str, str], float] = {}
+        self.count: Dict[Tuple[str, str], int] = {}
+
+    def add(self, name: str, dtype, value: float):
+        key = (name, dtype_id(dtype))
+        self.max[key] = max(self.max.get(key, 0.0), value)
+        self.count[key] = self.count.get(key, 0) + 1
+
+    def table(self, title: str) -> str:
+        names = sorted({k[0] for k in self.max}, key=lambda n: (list(DEFAULTS).index(n)
+                                                             if n in DEFAULTS else 99, n))
+        lines = [title, f"{'optimizer':<10} {'float64':>12} {'float32':>12} {'checks':>7}"]
+        for n in names:
+            f64 = self.max.get((n, "float64"))
+            f32 = self.max.get((n, "float32"))
+            cnt = self.count.get((n, "float64"), 0) + self.count.get((n, "float32"), 0)
+            fmt = lambda x: "-" if x is None else f"{x:.3e}"  # noqa: E731
+            lines.append(f"{n:<10} {fmt(f64):>12} {fmt(f32):>12} {cnt:>7}")
+        return "\n".join(lines)
+
+    def emit(self, title: str):
+        """Print the table (visible with ``pytest -s``) and, if the env var
+        OPTIMC_PARITY_REPORT names a path, write it there."""
+        if not self.max:
+            return
+        text = self.table(title)
+        print("\n" + text)
+        path = os.environ.get("OPTIMC_PARITY_REPORT")
+        if path:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(text + "\n\n")
+
+
+def check_close(actual, desired, dtype, what: str, kind: str = "optimc",
+                recorder: Optional[Recorder] = None, name: Optional[str] = None) -> float:
+    """Assert |actual - desired| <= atol + rtol*|desired| elementwise (dtype's tolerances);
+    record the relative difference; return it."""
+    rtol, atol = TOL[kind][np.dtype(dtype)]
+    actual = np.asarray(actual)
+    desired = np.asarray(desired)
+    assert actual.shape == desired.shape, f"{what}: shape {actual.shape} != {desired.shape}"
+    r = rel_diff(actual, desired, rtol, atol)
+    if recorder is not None and name is not None:
+        recorder.add(name, dtype, r)
+    if not r <= rtol:
+        a = np.asarray(actual, np.float64).ravel()
+        b = np.asarray(desired, np.float64).ravel()
+        bad = np.abs(a - b) > atol + rtol * np.abs(b)
+        i = int(np.argmax(bad)) if bad.any() else 0
+        raise AssertionError(
+            f"{what}: relative difference {r:.3e} > rtol {rtol:g} (atol {atol:g}); "
+            f"{int(bad.sum())}/{a.size} elements off; first at flat index {i}: "
+            f"actual {a[i]!r} vs expected {b[i]!r}")
+    return r
+
+
+# ---------------------------------------------------------------------------
+# torch side
+# ---------------------------------------------------------------------------
+def torch_ctor(name: str, h: dict):
+    """torch.optim class and kwargs (every hyperparameter explicit, foreach=False)."""
+    import torch
+
+    h = {**DEFAULTS[name], **h}
+    common = dict(lr=h["lr"], weight_decay=h["weight_decay"], maximize=h["maximize"],
+                  foreach=False)
+    if name in ("SGD", "Momentum", "NAG"):
+        nesterov = {"SGD": h.get("nesterov", False), "Momentum": False, "NAG": True}[name]
+        dampening = 0.0 if name == "NAG" else h["dampening"]
+        return torch.optim.SGD, dict(common, momentum=h["momentum"], dampening=dampening,
+                                     nesterov=nesterov)
+    if name == "Adagrad":
+        return torch.optim.Adagrad, dict(common, lr_decay=h["lr_decay"], eps=h["eps"],
+                                         initial_accumulator_value=h["initial_accumulator_value"])
+    if name == "RMSprop":
+        return torch.optim.RMSprop, dict(common, alpha=h["alpha"], eps=h["eps"],
+                                         momentum=h["momentum"], centered=h["centered"])
+    if name == "Adadelta":
+        return torch.optim.Adadelta, dict(common, rho=h["rho"], eps=h["eps"])
+    if name == "Adam":
+        return torch.optim.Adam, dict(common, betas=tuple(h["betas"]), eps=h["eps"],
+                                      amsgrad=h["amsgrad"],
+                                      decoupled_weight_decay=h["decoupled_weight_decay"])
+    if name == "AdamW":
+        return torch.optim.AdamW, dict(common, betas=tuple(h["betas"]), eps=h["eps"],
+                                       amsgrad=h["amsgrad"])
+    if name == "Adamax":
+        return torch.optim.Adamax, dict(common, betas=tuple(h["betas"]), eps=h["eps"])
+    if name == "NAdam":
+        return torch.optim.NAdam, dict(common, betas=tuple(h["betas"]), eps=h["eps"],
+                                       momentum_decay=h["momentum_decay"],
+                                       decoupled_weight_decay=h["decoupled_weight_decay"])
+    if name == "RAdam":
+        return torch.optim.RAdam, dict(common, betas=tuple(h["betas"]), eps=h["eps"],
+                                       decoupled_weight_decay=h["decoupled_weight_decay"])
+    raise KeyError(f"torch has no {name}")
+
+
+@contextlib.contextmanager
+def torch_default_dtype(dtype):
+    """torch keeps scalar state ("step", NAdam's "mu_product") in the default dtype;
+    make it float64 for float64 runs so the scalar state is not rounded to float32."""
+    import torch
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64 if np.dtype(dtype) == np.float64 else torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+class TorchRun:
+    """A torch.optim optimizer over copies of numpy params, stepped with numpy grads."""
+
+    def __init__(self, name: str, h: dict, params: Sequence[np.ndarray]):
+        import torch
+
+        self.name, self.h = name, h
+        self.dtype = params[0].dtype
+        cls, kw = torch_ctor(name, h)
+        with torch_default_dtype(self.dtype):
+            self.tparams = [torch.from_numpy(np.array(p, copy=True)) for p in params]
+            self.opt = cls(self.tparams, **kw)
+
+    def step(self, grads: Sequence[np.ndarray]):
+        import torch
+
+        with torch_default_dtype(self.dtype):
+            for p, g in zip(self.tparams, grads):
+                p.grad = torch.from_numpy(np.array(g, copy=True))
+            self.opt.step()
+
+    def set_lr(self, lr: float):
+        for grp in self.opt.param_groups:
+            grp["lr"] = lr
+
+    @property
+    def params(self) -> List[np.ndarray]:
+        return [p.detach().numpy() for p in self.tparams]
+
+    def buffer(self, i: int, buf: str):
+        v = self.opt.state[self.tparams[i]][buf]
+        return float(v) if buf == "mu_product" else v.detach().numpy()
+
+    def step_count(self, i: int) -> Optional[int]:
+        st = self.opt.state[self.tparams[i]]
+        return int(st["step"]) if "step" in st else None
+
+
+def state_names(name: str, h: dict) -> List[str]:
+    """Array buffers plus scalar state entries (besides "step") to compare."""
+    return BUFFERS(name, h) + (["mu_product"] if name == "NAdam" else [])
+
+
+# ---------------------------------------------------------------------------
+# one option-rich configuration per optimizer (for groups / lr edits / resume),
+# and a second group's overrides (lr, weight decay and an algorithm-specific value)
+# ---------------------------------------------------------------------------
+ALL_NAMES = list(DEFAULTS)
+
+_RICH = {
+    "SGD": dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.05),
+    "Momentum": dict(lr=0.01, momentum=0.9, dampening=0.3, weight_decay=0.05),
+    "NAG": dict(lr=0.01, momentum=0.9, weight_decay=0.05),
+    "Adagrad": dict(lr=0.05, lr_decay=0.05, initial_accumulator_value=0.1, weight_decay=0.05),
+    "RMSprop": dict(lr=0.01, centered=True, momentum=0.9, weight_decay=0.05),
+    "Adadelta": dict(lr=1.0, rho=0.9, weight_decay=0.05),
+    "Adam": dict(lr=0.01, amsgrad=True, weight_decay=0.05),
+    "AdamW": dict(lr=0.01, amsgrad=True, weight_decay=0.1),
+    "Adamax": dict(lr=0.01, weight_decay=0.05),
+    "NAdam": dict(lr=0.01, weight_decay=0.05, decoupled_weight_decay=True),
+    "RAdam": dict(lr=0.01, weight_decay=0.05),
+    "Lion": dict(lr=1e-3, weight_decay=0.1),
+}
+
+GROUP_OVERRIDE = {
+    "SGD": dict(momentum=0.5, maximize=True),
+    "Momentum": dict(momentum=0.5, dampening=0.0),
+    "NAG": dict(momentum=0.5, maximize=True),
+    "Adagrad": dict(lr_decay=0.0, eps=1e-6),
+    "RMSprop": dict(alpha=0.99, momentum=0.5),
+    "Adadelta": dict(rho=0.95, eps=1e-4),
+    "Adam": dict(betas=(0.8, 0.95), eps=1e-6),
+    "AdamW": dict(betas=(0.8, 0.95), maximize=True),
+    "Adamax": dict(betas=(0.8, 0.95), eps=1e-6),
+    "NAdam": dict(betas=(0.8, 0.95), momentum_decay=1e-2),
+    "RAdam": dict(betas=(0.8, 0.95), maximize=True),
+    "Lion": dict(betas=(0.95, 0.98), maximize=True),
+}
+
+
+def rich(name: str) -> dict:
+    """Full hyperparameters for ``name`` with most of its options switched on."""
+    return {**DEFAULTS[name], **_RICH[name]}
+
+
+def second_group(name: str) -> dict:
+    """Overrides for a second param group: lr x 0.3, other weight decay, GROUP_OVERRIDE."""
+    h = rich(name)
+    return {"lr": h["lr"] * 0.3, "weight_decay": 0.0 if h["weight_decay"] else 0.02,
+            **GROUP_OVERRIDE[name]}

@@ -1,0 +1,429 @@
+"""Pure-NumPy reference implementation of every optimc update rule.
+
+This module is deliberately simple: one small function per algorithm, written
+the way ``torch.optim``'s single-tensor (for-loop, ``foreach=False``) code in
+PyTorch 2.x writes it, *including the order of the floating-point operations*,
+so that float64 results agree with ``torch.optim`` to ~1e-12 relative and can
+serve as an independent oracle for the C kernels.
+
+Conventions
+-----------
+* All tensor arithmetic happens in the parameter's own dtype: every Python
+  scalar (lr, betas, ...) is first rounded to that dtype, exactly as torch's
+  CPU kernels do (``Scalar.to<scalar_t>()``).  Scalar-only quantities (bias
+  corrections, NAdam's mu schedule, RAdam's rectification term, Adagrad's
+  decayed lr) are computed in Python floats (double), as torch computes them.
+* The torch tensor primitives used by ``torch.optim`` are spelled out as small
+  helpers (``_add``, ``_addcmul``, ``_addcdiv``, ``_lerp``) that reproduce the
+  scalar formulas of ATen's CPU kernels::
+
+      add(a, b, alpha)          = a + alpha * b
+      addcmul(s, t1, t2, value) = s + value * t1 * t2     (left to right)
+      addcdiv(s, t1, t2, value) = s + value * t1 / t2     (left to right)
+      lerp(s, e, w)             = s + w * (e - s)          if |w| < 0.5
+                                  e - (e - s) * (1 - w)    otherwise
+
+  (ATen's vectorised paths may fuse a multiply-add; that changes results by at
+  most an ulp per operation, far below the test tolerances.)
+* Notation as in the SPEC: t is the step number, 1 on the first step.  Each
+  update function receives the step number already incremented.
+
+Public API
+----------
+``Reference(name, params, **hyper)``
+    A tiny optimizer: ``params`` is a list of arrays (copied) or a list of
+    param-group dicts ``{"params": [arrays], <hyper overrides>}``.
+    ``.step(grads)`` takes grads in flat param order; ``.params`` is the flat
+    list of (reference-owned) arrays; ``.state[i]`` is a dict ``{"step": int,
+    <buffer name>: ndarray, ...}`` using PyTorch's buffer names;
+    ``.param_groups`` is a list of dicts whose hyperparameters may be edited
+    between steps.  ``lr`` may be a callable of the 0-based step count.
+``run(name, params, grad_seq, **hyper)``
+    Run ``len(grad_seq)`` steps and return the ``Reference`` (``.params``,
+    ``.state``).
+``DEFAULTS`` / ``BUFFERS``
+    optimc's constructor defaults and state-buffer names per class name.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+
+__all__ = ["DEFAULTS", "BUFFERS", "RULES", "Reference", "run", "reference_step"]
+
+# ---------------------------------------------------------------------------
+# optimc's public defaults (from the API contract) and state-buffer names.
+# ---------------------------------------------------------------------------
+DEFAULTS: Dict[str, dict] = {
+    "SGD": dict(lr=0.01, momentum=0.0, dampening=0.0, nesterov=False,
+                weight_decay=0.0, maximize=False),
+    "Momentum": dict(lr=0.01, momentum=0.9, dampening=0.0, weight_decay=0.0,
+                     maximize=False),
+    "NAG": dict(lr=0.01, momentum=0.9, weight_decay=0.0, maximize=False),
+    "Adagrad": dict(lr=0.01, lr_decay=0.0, weight_decay=0.0,
+                    initial_accumulator_value=0.0, eps=1e-8, maximize=False),
+    "RMSprop": dict(lr=1e-3, alpha=0.9, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                    centered=False, maximize=False),
+    "Adadelta": dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False),
+    "Adam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False, maximize=False, decoupled_weight_decay=False),
+    "AdamW": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
+                  amsgrad=False, maximize=False),
+    "Adamax": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                   maximize=False),
+    "NAdam": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                  momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False),
+    "RAdam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                  decoupled_weight_decay=False, maximize=False),
+    "Lion": dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False),
+}
+
+
+def BUFFERS(name: str, hyper: dict) -> List[str]:
+    """Names of the array state buffers optimc keeps for ``name`` with ``hyper``."""
+    h = {**DEFAULTS[name], **hyper}
+    if name in ("SGD", "Momentum", "NAG"):
+        return ["momentum_buffer"] if h["momentum"] != 0 else []
+    if name == "Adagrad":
+        return ["sum"]
+    if name == "RMSprop":
+        return (["square_avg"] + (["momentum_buffer"] if h["momentum"] > 0 else [])
+                + (["grad_avg"] if h["centered"] else []))
+    if name == "Adadelta":
+        return ["square_avg", "acc_delta"]
+    if name in ("Adam", "AdamW"):
+        return ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if h["amsgrad"] else [])
+    if name == "Adamax":
+        return ["exp_avg", "exp_inf"]
+    if name in ("NAdam", "RAdam"):
+        return ["exp_avg", "exp_avg_sq"]
+    if name == "Lion":
+        return ["exp_avg"]
+    raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------
+# torch primitives, in the tensor's dtype
+# ---------------------------------------------------------------------------
+def _c(x, like):
+    """Round the Python scalar ``x`` to the dtype of array ``like``."""
+    return like.dtype.type(x)
+
+
+def _add(a, b, alpha):
+    """torch.add(a, b, alpha=alpha) = a + alpha * b"""
+    return a + _c(alpha, a) * b
+
+
+def _addcmul(s, t1, t2, value):
+    """torch.addcmul(s, t1, t2, value=value) = s + value * t1 * t2"""
+    return s + _c(value, s) * t1 * t2
+
+
+def _addcdiv(s, t1, t2, value):
+    """torch.addcdiv(s, t1, t2, value=value) = s + value * t1 / t2"""
+    return s + _c(value, s) * t1 / t2
+
+
+def _lerp(s, e, weight):
+    """torch.lerp(s, e, weight) with a scalar weight (ATen's two-branch formula)."""
+    w = _c(weight, s)
+    if abs(w) < 0.5:
+        return s + w * (e - s)
+    return e - (e - s) * (_c(1.0, s) - w)
+
+
+def _set(dst, value):
+    """Write ``value`` into array ``dst`` in place (works for 0-d arrays too)."""
+    dst[...] = value
+
+
+def _prologue(p, g, h, decoupled):
+    """maximize (g <- -g), then weight decay: decoupled p <- p(1 - lr*wd) or L2 g <- g + wd*p."""
+    g = -g if h["maximize"] else g
+    wd = h["weight_decay"]
+    if wd != 0:
+        if decoupled:
+            _set(p, p * _c(1 - h["lr"] * wd, p))
+        else:
+            g = _add(g, p, wd)
+    return g
+
+
+# ---------------------------------------------------------------------------
+# one update rule per algorithm: (param, grad, state, hyper) -> None, in place
+# ``state["step"]`` has already been incremented to t.
+# ---------------------------------------------------------------------------
+def sgd_update(p, g, st, h):
+    """b <- g on t=1, else b <- mu*b + (1-dampening)*g; d = g + mu*b (nesterov) or b; p <- p - lr*d"""
+    g = _prologue(p, g, h, decoupled=False)
+    mu = h["momentum"]
+    if mu != 0:
+        if "momentum_buffer" not in st:
+            st["momentum_buffer"] = np.array(g, dtype=p.dtype, copy=True)
+        else:
+            b = st["momentum_buffer"]
+            _set(b, _add(b * _c(mu, b), g, 1 - h["dampening"]))
+        b = st["momentum_buffer"]
+        g = _add(g, b, mu) if h["nesterov"] else b
+    _set(p, _add(p, g, -h["lr"]))
+
+
+def adagrad_update(p, g, st, h):
+    """clr = lr/(1+(t-1)*lr_decay); G <- G + g*g; p <- p - clr*g/(sqrt(G)+eps)"""
+    if "sum" not in st:
+        st["sum"] = np.full_like(p, h["initial_accumulator_value"])
+    t = st["step"]
+    g = _prologue(p, g, h, decoupled=False)
+    clr = h["lr"] / (1 + (t - 1) * h["lr_decay"])
+    s = st["sum"]
+    _set(s, _addcmul(s, g, g, 1))
+    std = np.sqrt(s) + _c(h["eps"], p)
+    _set(p, _addcdiv(p, g, std, -clr))
+
+
+def rmsprop_update(p, g, st, h):
+    """v <- a*v + (1-a)*g^2; centered: m <- lerp(m, g, 1-a), avg = sqrt(v - m^2) else sqrt(v);
+    avg += eps; momentum: b <- mu*b + g/avg, p <- p - lr*b; else p <- p - lr*g/avg"""
+    if "square_avg" not in st:
+        st["square_avg"] = np.zeros_like(p)
+        if h["momentum"] > 0:
+            st["momentum_buffer"] = np.zeros_like(p)
+        if h["centered"]:
+            st["grad_avg"] = np.zeros_like(p)
+    g = _prologue(p, g, h, decoupled=False)
+    alpha = h["alpha"]
+    v = st["square_avg"]
+    _set(v, _addcmul(v * _c(alpha, v), g, g, 1 - alpha))
+    if h["centered"]:
+        ga = st["grad_avg"]
+        _set(ga, _lerp(ga, g, 1 - alpha))
+        avg = np.sqrt(_addcmul(v, ga, ga, -1))
+    else:
+        avg = np.sqrt(v)
+    avg = avg + _c(h["eps"], p)
+    if h["momentum"] > 0:
+        b = st["momentum_buffer"]
+        _set(b, _addcdiv(b * _c(h["momentum"], b), g, avg, 1))
+        _set(p, _add(p, b, -h["lr"]))
+    else:
+        _set(p, _addcdiv(p, g, avg, -h["lr"]))
+
+
+def adadelta_update(p, g, st, h):
+    """v <- rho*v + (1-rho)*g^2; d = sqrt(u+eps)/sqrt(v+eps)*g; u <- rho*u + (1-rho)*d^2; p <- p - lr*d"""
+    if "square_avg" not in st:
+        st["square_avg"] = np.zeros_like(p)
+        st["acc_delta"] = np.zeros_like(p)
+    g = _prologue(p, g, h, decoupled=False)
+    rho, eps = h["rho"], _c(h["eps"], p)
+    v, u = st["square_avg"], st["acc_delta"]
+    _set(v, _addcmul(v * _c(rho, v), g, g, 1 - rho))
+    std = np.sqrt(v + eps)
+    delta = np.sqrt(u + eps)
+    delta = delta / std * g
+    _set(u, _addcmul(u * _c(rho, u), delta, delta, 1 - rho))
+    _set(p, _add(p, delta, -h["lr"]))
+
+
+def adam_update(p, g, st, h, decoupled=None):
+    """m <- lerp(m, g, 1-b1); v <- b2*v + (1-b2)*g^2; (amsgrad: vmax <- max(vmax, v), use vmax);
+    p <- p - lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)"""
+    if decoupled is None:
+        decoupled = h["decoupled_weight_decay"]
+    if "exp_avg" not in st:
+        st["exp_avg"] = np.zeros_like(p)
+        st["exp_avg_sq"] = np.zeros_like(p)
+        if h["amsgrad"]:
+            st["max_exp_avg_sq"] = np.zeros_like(p)
+    t = float(st["step"])
+    g = _prologue(p, g, h, decoupled=decoupled)
+    b1, b2 = h["betas"]
+    m, v = st["exp_avg"], st["exp_avg_sq"]
+    _set(m, _lerp(m, g, 1 - b1))
+    _set(v, _addcmul(v * _c(b2, v), g, g, 1 - b2))
+    bias_correction1 = 1 - b1 ** t
+    bias_correction2 = 1 - b2 ** t
+    step_size = h["lr"] / bias_correction1
+    bias_correction2_sqrt = bias_correction2 ** 0.5
+    if h["amsgrad"]:
+        vmax = st["max_exp_avg_sq"]
+        _set(vmax, np.maximum(vmax, v))
+        denom = np.sqrt(vmax) / _c(bias_correction2_sqrt, p) + _c(h["eps"], p)
+    else:
+        denom = np.sqrt(v) / _c(bias_correction2_sqrt, p) + _c(h["eps"], p)
+    _set(p, _addcdiv(p, m, denom, -step_size))
+
+
+def adamw_update(p, g, st, h):
+    """Adam with decoupled weight decay."""
+    adam_update(p, g, st, h, decoupled=True)
+
+
+def adamax_update(p, g, st, h):
+    """m <- lerp(m, g, 1-b1); u <- max(b2*u, |g|+eps); p <- p - lr/(1-b1^t) * m/u"""
+    if "exp_avg" not in st:
+        st["exp_avg"] = np.zeros_like(p)
+        st["exp_inf"] = np.zeros_like(p)
+    t = float(st["step"])
+    g = _prologue(p, g, h, decoupled=False)
+    b1, b2 = h["betas"]
+    m, u = st["exp_avg"], st["exp_inf"]
+    _set(m, _lerp(m, g, 1 - b1))
+    _set(u, np.maximum(u * _c(b2, u), np.abs(g) + _c(h["eps"], p)))
+    clr = h["lr"] / (1 - b1 ** t)
+    _set(p, _addcdiv(p, m, u, -clr))
+
+
+def nadam_update(p, g, st, h):
+    """PyTorch NAdam: mu_t = b1*(1 - 0.5*0.96^(t*psi)), mu_{t+1} likewise;
+    P_t = P_{t-1}*mu_t (state "mu_product"); m <- lerp(m, g, 1-b1); v <- b2*v + (1-b2)*g^2;
+    denom = sqrt(v/(1-b2^t)) + eps;
+    p <- p - lr*(1-mu_t)/(1-P_t) * g/denom - lr*mu_{t+1}/(1-P_t*mu_{t+1}) * m/denom"""
+    if "exp_avg" not in st:
+        st["exp_avg"] = np.zeros_like(p)
+        st["exp_avg_sq"] = np.zeros_like(p)
+        st["mu_product"] = 1.0
+    t = float(st["step"])
+    b1, b2 = h["betas"]
+    lr, psi = h["lr"], h["momentum_decay"]
+    bias_correction2 = 1 - b2 ** t
+    g = _prologue(p, g, h, decoupled=h["decoupled_weight_decay"])
+    mu = b1 * (1.0 - 0.5 * (0.96 ** (t * psi)))
+    mu_next = b1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * psi)))
+    st["mu_product"] = mu_product = st["mu_product"] * mu
+    m, v = st["exp_avg"], st["exp_avg_sq"]
+    _set(m, _lerp(m, g, 1 - b1))
+    _set(v, _addcmul(v * _c(b2, v), g, g, 1 - b2))
+    denom = np.sqrt(v / _c(bias_correction2, v))
+    mu_product_next = mu_product * mu_next
+    denom = denom + _c(h["eps"], p)
+    _set(p, _addcdiv(p, g, denom, -lr * (1.0 - mu) / (1.0 - mu_product)))
+    _set(p, _addcdiv(p, m, denom, (-lr * mu_next) / (1.0 - mu_product_next)))
+
+
+def radam_update(p, g, st, h):
+    """m <- lerp(m, g, 1-b1); v <- b2*v + (1-b2)*g^2; rho_inf = 2/(1-b2) - 1;
+    rho_t = rho_inf - 2 t b2^t/(1-b2^t); if rho_t > 5:
+    p <- p - (m/(1-b1^t)) * lr * sqrt(1-b2^t)/(sqrt(v)+eps) * r_t,
+    r_t = sqrt((rho_t-4)(rho_t-2)rho_inf / ((rho_inf-4)(rho_inf-2)rho_t));
+    else p <- p - (m/(1-b1^t)) * lr"""
+    if "exp_avg" not in st:
+        st["exp_avg"] = np.zeros_like(p)
+        st["exp_avg_sq"] = np.zeros_like(p)
+    t = float(st["step"])
+    g = _prologue(p, g, h, decoupled=h["decoupled_weight_decay"])
+    b1, b2 = h["betas"]
+    lr, eps = h["lr"], h["eps"]
+    m, v = st["exp_avg"], st["exp_avg_sq"]
+    _set(m, _lerp(m, g, 1 - b1))
+    _set(v, _addcmul(v * _c(b2, v), g, g, 1 - b2))
+    bias_correction1 = 1 - b1 ** t
+    bias_correction2 = 1 - b2 ** t
+    bias_corrected_exp_avg = m / _c(bias_correction1, m)
+    rho_inf = 2 / (1 - b2) - 1
+    rho_t = rho_inf - 2 * t * (b2 ** t) / bias_correction2
+    if rho_t > 5.0:
+        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+        # torch: (bias_correction2 ** 0.5) / tensor  ==  tensor.reciprocal() * scalar
+        adaptive_lr = (_c(1.0, p) / (np.sqrt(v) + _c(eps, p))) * _c(bias_correction2 ** 0.5, p)
+        update = bias_corrected_exp_avg * _c(lr, p) * adaptive_lr * _c(rect, p)
+    else:
+        update = bias_corrected_exp_avg * _c(lr, p)
+    _set(p, _add(p, update, -1.0))
+
+
+def lion_update(p, g, st, h):
+    """p <- p(1 - lr*wd); c = b1*m + (1-b1)*g; p <- p - lr*sign(c); m <- b2*m + (1-b2)*g"""
+    if "exp_avg" not in st:
+        st["exp_avg"] = np.zeros_like(p)
+    g = _prologue(p, g, h, decoupled=True)
+    b1, b2 = h["betas"]
+    m = st["exp_avg"]
+    c = _add(m * _c(b1, m), g, 1 - b1)
+    _set(p, _add(p, np.sign(c), -h["lr"]))
+    _set(m, _add(m * _c(b2, m), g, 1 - b2))
+
+
+def _momentum_update(p, g, st, h):
+    sgd_update(p, g, st, {**h, "nesterov": False})
+
+
+def _nag_update(p, g, st, h):
+    sgd_update(p, g, st, {**h, "nesterov": True, "dampening": 0.0})
+
+
+RULES: Dict[str, Callable] = {
+    "SGD": sgd_update, "Momentum": _momentum_update, "NAG": _nag_update,
+    "Adagrad": adagrad_update, "RMSprop": rmsprop_update, "Adadelta": adadelta_update,
+    "Adam": adam_update, "AdamW": adamw_update, "Adamax": adamax_update,
+    "NAdam": nadam_update, "RAdam": radam_update, "Lion": lion_update,
+}
+
+
+def reference_step(name: str, params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
+                   state: List[dict], hyper: dict) -> None:
+    """One step of algorithm ``name`` over ``params`` (updated in place) with one
+    hyperparameter dict; ``state`` is a list of per-param dicts (created if empty)."""
+    h = {**DEFAULTS[name], **hyper}
+    while len(state) < len(params):
+        state.append({"step": 0})
+    for p, g, st in zip(params, grads, state):
+        if g.shape != p.shape or g.dtype != p.dtype:
+            raise ValueError("grad must match its param in shape and dtype")
+        st["step"] += 1
+        RULES[name](p, g, st, h)
+
+
+class Reference:
+    """Minimal optimizer around the rules above (param groups, live lr, callable lr)."""
+
+    def __init__(self, name: str, params, **hyper):
+        if name not in RULES:
+            raise KeyError(name)
+        self.name = name
+        self.defaults = {**DEFAULTS[name], **hyper}
+        params = list(params)
+        if params and isinstance(params[0], dict):
+            groups = params
+        else:
+            groups = [{"params": params}]
+        self.param_groups: List[dict] = []
+        self.params: List[np.ndarray] = []
+        self.state: List[dict] = []
+        self.steps_done = 0
+        for grp in groups:
+            self.add_param_group(grp)
+
+    def add_param_group(self, group: dict) -> None:
+        """Append a group (params copied); its params start with step 0, like torch."""
+        g = {**self.defaults, **{k: v for k, v in group.items() if k != "params"}}
+        g["params"] = [np.array(p, copy=True) for p in group["params"]]
+        self.param_groups.append(g)
+        self.params += g["params"]
+        self.state += [{"step": 0} for _ in g["params"]]
+
+    def step(self, grads: Sequence[np.ndarray]) -> None:
+        grads = list(grads)
+        if len(grads) != len(self.params):
+            raise ValueError("need one grad per param")
+        i = 0
+        for grp in self.param_groups:
+            h = {k: v for k, v in grp.items() if k != "params"}
+            if callable(h["lr"]):
+                h["lr"] = float(h["lr"](self.steps_done))
+            n = len(grp["params"])
+            reference_step(self.name, grp["params"], grads[i:i + n], self.state[i:i + n], h)
+            i += n
+        self.steps_done += 1
+
+
+def run(name: str, params, grad_seq: Sequence[Sequence[np.ndarray]], **hyper) -> Reference:
+    """Run ``len(grad_seq)`` steps of ``name`` from (copies of) ``params``."""
+    ref = Reference(name, params, **hyper)
+    for grads in grad_seq:
+        ref.step(grads)
+    return ref
