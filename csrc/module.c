@@ -565,15 +565,22 @@ static int evaluate_lr_fns(Engine *self, double *lrs)
         if (!self->lr_fns[gi]) continue;
         PyObject *v = PyObject_CallFunction(self->lr_fns[gi], "L", self->n_steps);
         if (!v) return -1;
-        double lr = PyFloat_AsDouble(v);
-        Py_DECREF(v);
-        if (lr == -1.0 && PyErr_Occurred()) return -1;
+        double lr = PyBool_Check(v) ? -1.0 : PyFloat_AsDouble(v);
+        if (lr == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "lr: the callable lr of param group %zd returned %R for step %lld; "
+                         "expected a number", gi, v, self->n_steps);
+            Py_DECREF(v);
+            return -1;
+        }
         if (!(lr >= 0 && isfinite(lr))) {
             PyErr_Format(PyExc_ValueError,
                          "lr: the callable lr of param group %zd returned %R for step %lld; "
-                         "expected a finite number >= 0", gi, PyFloat_FromDouble(lr), self->n_steps);
+                         "expected a finite number >= 0", gi, v, self->n_steps);
+            Py_DECREF(v);
             return -1;
         }
+        Py_DECREF(v);
         lrs[gi] = lr;
     }
     return 0;

@@ -374,7 +374,8 @@ def make_figure(plt, problem_list, results, dtype_name: str, seed: int):
     n = len(panels)
     ncols = min(4, n)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 3.9 * nrows + 0.9),
+    spare = nrows * ncols - n
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 3.9 * nrows + (0 if spare else 0.5)),
                              squeeze=False)
     names = [r.optimizer for r in results[0]] if results else []
 
@@ -383,30 +384,55 @@ def make_figure(plt, problem_list, results, dtype_name: str, seed: int):
             _loss_panel(ax, prob, row)
         else:
             _path_panel(ax, prob, row, LogNorm)
-    for ax in list(axes.flat)[n:]:
+    spare = list(axes.flat)[n:]
+    for ax in spare:
         ax.axis("off")
 
     handles = [Line2D([], [], color=_style(nm, i)[0], ls=_style(nm, i)[1], lw=2, label=nm)
                for i, nm in enumerate(names)]
     handles.append(Line2D([], [], color="0.4", ls=":", lw=1.2, label="target loss"))
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 13), frameon=False,
-               fontsize=9, handlelength=2.2, columnspacing=1.2)
-    fig.suptitle(f"optimc: {len(names)} optimizers on {len(problem_list)} problems "
-                 f"({dtype_name}, seed {seed}; learning rates from optimc.problems)",
-                 fontsize=12)
-    fig.tight_layout(rect=(0, 0.9 / (3.9 * nrows + 0.9) + 0.01, 1, 0.97))
+    title = (f"optimc: {len(names)} optimizer(s) on {len(problem_list)} problem(s) "
+             f"({dtype_name}, seed {seed}; learning rates from optimc.problems)")
+    if spare:  # the legend fills the first empty panel
+        spare[0].legend(handles=handles, loc="center", ncol=2 if len(handles) > 7 else 1,
+                        frameon=False, fontsize=10, handlelength=2.5,
+                        title="optimizer", title_fontsize=10)
+        fig.suptitle(title, fontsize=12)
+        fig.tight_layout(rect=(0, 0, 1, 0.96))
+    else:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 13),
+                   frameon=False, fontsize=9, handlelength=2.2, columnspacing=1.2)
+        fig.suptitle(title, fontsize=12)
+        fig.tight_layout(rect=(0, 0.5 / (3.9 * nrows + 0.5), 1, 0.96))
     return fig
+
+
+def _running_mean(steps, y, window_steps):
+    """Trailing mean of y over the last ``window_steps`` steps (shorter at the start)."""
+    if len(steps) < 2 or window_steps <= 1:
+        return y
+    spacing = max(1, int(steps[1] - steps[0]))
+    w = max(1, window_steps // spacing)
+    c = np.concatenate([[0.0], np.cumsum(y)])
+    idx = np.arange(1, len(y) + 1)
+    lo = np.maximum(0, idx - w)
+    return (c[idx] - c[lo]) / (idx - lo)
 
 
 def _loss_panel(ax, prob, row):
     offset = prob.min_loss if prob.min_loss else 0.0
+    steps_total = max((r.steps for r in row), default=0)
+    window = max(1, steps_total // 20) if prob.stochastic else 1
     floor = 1e-12 if offset == 0 else 1e-8  # below float32 resolution of the loss
     lowest = math.inf
     for i, r in enumerate(row):
         if r.error is not None or r.curve_loss.size == 0:
             continue
         color, ls = _style(r.optimizer, i)
-        y = np.maximum(r.curve_loss - offset, floor)
+        y = r.curve_loss - offset
+        if window > 1 and np.all(np.isfinite(y)):
+            y = _running_mean(r.curve_steps, y, window)
+        y = np.maximum(y, floor)
         y = np.where(np.isfinite(y), y, np.nan)
         ax.plot(r.curve_steps, y, color=color, ls=ls, lw=1.4, alpha=0.9)
         if r.diverged_at is not None:
@@ -420,8 +446,12 @@ def _loss_panel(ax, prob, row):
     if math.isfinite(lowest):
         ax.set_ylim(bottom=max(lowest / 3, floor / 2))
     ax.set_xlabel("step")
-    ax.set_ylabel("loss - minimum" if offset else "loss")
-    ax.set_title(prob.name + (" (mini-batches)" if prob.stochastic else ""), fontsize=11)
+    label = "loss - minimum" if offset else "loss"
+    if window > 1:
+        label += f"  (mean over {window} steps)"
+    ax.set_ylabel(label)
+    ax.set_title(prob.name + (", mini-batches" if prob.stochastic else "") +
+                 f": {prob.n_params} params", fontsize=11)
     ax.grid(True, which="major", alpha=0.3)
 
 

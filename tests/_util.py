@@ -150,22 +150,34 @@ def dtype_id(dt) -> str:
 # ---------------------------------------------------------------------------
 # tolerances and max-relative-difference bookkeeping
 # ---------------------------------------------------------------------------
-#: (rtol, atol) per dtype and comparison.  The recorded "relative difference" is
-#: max |a-b| / (|b| + atol/rtol): the check passes iff that is <= rtol.
+#: (rtol, atol) per dtype and comparison.  atol is for unit-scale data: it is
+#: multiplied by max(1, max|expected|) of the array compared, since an element
+#: that cancels to ~0 inside an array of magnitude M carries rounding of order
+#: ulp(M) (e.g. RMSprop's momentum_buffer, |b| up to ~30, in float32).
+#: The recorded "relative difference" is max |a-b| / (|b| + atol_eff/rtol):
+#: the check passes iff that is <= rtol.
 TOL = {
     "selfcheck": {np.dtype(np.float64): (1e-12, 1e-14), np.dtype(np.float32): (1e-5, 1e-6)},
     "optimc": {np.dtype(np.float64): (1e-10, 1e-12), np.dtype(np.float32): (1e-5, 1e-6)},
 }
 
 
+def effective_atol(desired, atol: float) -> float:
+    b = np.asarray(desired, dtype=np.float64)
+    if b.size == 0 or not np.isfinite(b).all():
+        return atol
+    return atol * max(1.0, float(np.max(np.abs(b))))
+
+
 def rel_diff(actual, desired, rtol: float, atol: float) -> float:
+    """max |a-b| / (|b| + atol_eff/rtol), atol_eff = effective_atol(desired, atol)."""
     a = np.asarray(actual, dtype=np.float64)
     b = np.asarray(desired, dtype=np.float64)
     if a.size == 0:
         return 0.0
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         return 0.0 if np.array_equal(a, b, equal_nan=True) else float("inf")
-    return float(np.max(np.abs(a - b) / (np.abs(b) + atol / rtol)))
+    return float(np.max(np.abs(a - b) / (np.abs(b) + effective_atol(b, atol) / rtol)))
 
 
 class Recorder:
@@ -207,7 +219,7 @@ class Recorder:
 
 def check_close(actual, desired, dtype, what: str, kind: str = "optimc",
                 recorder: Optional[Recorder] = None, name: Optional[str] = None) -> float:
-    """Assert |actual - desired| <= atol + rtol*|desired| elementwise (dtype's tolerances);
+    """Assert |actual - desired| <= atol_eff + rtol*|desired| elementwise (dtype's tolerances);
     record the relative difference; return it."""
     rtol, atol = TOL[kind][np.dtype(dtype)]
     actual = np.asarray(actual)
@@ -219,6 +231,7 @@ def check_close(actual, desired, dtype, what: str, kind: str = "optimc",
     if not r <= rtol:
         a = np.asarray(actual, np.float64).ravel()
         b = np.asarray(desired, np.float64).ravel()
+        atol = effective_atol(b, atol)
         bad = np.abs(a - b) > atol + rtol * np.abs(b)
         i = int(np.argmax(bad)) if bad.any() else 0
         raise AssertionError(
