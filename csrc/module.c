@@ -875,10 +875,10 @@ static PyObject *mod_grad_norm(PyObject *m, PyObject *args)
     (void)m;
     PyObject *arrays;
     double norm_type, total;
-    int finite;
+    int finite, writeable = 0;
     Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "Od", &arrays, &norm_type)) return NULL;
-    optimc_buffer *bufs = collect_buffers(arrays, "grads", &n, 0);
+    if (!PyArg_ParseTuple(args, "Od|p", &arrays, &norm_type, &writeable)) return NULL;
+    optimc_buffer *bufs = collect_buffers(arrays, "grads", &n, writeable);
     if (!bufs) return NULL;
     Py_BEGIN_ALLOW_THREADS
     optimc_grad_stats(bufs, (size_t)n, norm_type, &total, &finite);
@@ -1037,7 +1037,7 @@ static PyMethodDef module_methods[] = {
     {"set_simd", mod_set_simd, METH_O, "Use a SIMD level no higher than the CPU's; returns it."},
     {"set_num_threads", mod_set_num_threads, METH_O, "Threads used for large steps."},
     {"set_thread_threshold", mod_set_thread_threshold, METH_O, "Elements from which a step uses threads."},
-    {"grad_norm", mod_grad_norm, METH_VARARGS, "(grads, norm_type) -> (total_norm, all_finite)."},
+    {"grad_norm", mod_grad_norm, METH_VARARGS, "(grads, norm_type[, writeable]) -> (total_norm, all_finite); writeable: also require writeable grads."},
     {"scale_clip", mod_scale_clip, METH_VARARGS, "(grads, mode, value): scale (0) or clamp (1) in place."},
     {"ema", mod_ema, METH_VARARGS, "(averages, params, weight): avg += weight * (param - avg)."},
     {"stream", mod_stream, METH_VARARGS, "(arrays, n_write): the roofline kernel."},

@@ -160,13 +160,13 @@ def run_one(problem, opt_cls, steps: int, dtype, seed: int) -> RunResult:
     opt = opt_cls(params) if lr is None else opt_cls(params, lr=lr)
     if lr is None:
         res.lr = float(getattr(opt, "lr", math.nan))
-    rng = np.random.default_rng([seed, 7]) if problem.stochastic else None
+    rng = problem.make_rng(seed) if problem.stochastic else None
     every = _eval_every(problem, steps)
     is_2d = isinstance(problem, _problems.Problem2D)
     path = np.full((steps + 1, 2), np.nan) if is_2d else None
     rec_k: List[int] = []
     rec_l: List[float] = []
-    step_ns = 0
+    step_ns = np.zeros(steps, dtype=np.int64)
     done = 0
     clock = time.perf_counter_ns
     with np.errstate(all="ignore"):
@@ -186,7 +186,7 @@ def run_one(problem, opt_cls, steps: int, dtype, seed: int) -> RunResult:
                 break
             t0 = clock()
             opt.step(grads)
-            step_ns += clock() - t0
+            step_ns[k] = clock() - t0
             done += 1
         else:
             final = problem.loss(params)
@@ -205,8 +205,8 @@ def run_one(problem, opt_cls, steps: int, dtype, seed: int) -> RunResult:
     hit = np.flatnonzero(res.curve_loss <= problem.target_loss)
     if hit.size:
         res.steps_to_target = int(res.curve_steps[hit[0]])
-    if done:
-        res.us_per_step = step_ns / done / 1e3
+    if done:  # the median resists the odd preempted or page-faulting call
+        res.us_per_step = float(np.median(step_ns[:done])) / 1e3
     return res
 
 
@@ -309,12 +309,13 @@ def format_table(problem_list, results, dtype_name: str) -> str:
                 us = "-" if not math.isfinite(r.us_per_step) else f"{r.us_per_step:.1f}"
             lines.append(f"  {r.optimizer:<10} {lr:>7}  {final:>14}  {hit:>15}  {us:>8}")
         lines.append("")
-    lines.append("final loss: exact (full-data) loss after the last step, * = lowest; steps to "
-                 "target: first step")
-    lines.append("at which the loss was at or below the target (mini-batch problems: checked "
-                 "every few steps),")
-    lines.append("'-' = not reached; us/step: wall time of optimizer.step() alone, in "
-                 "microseconds; lr: see optimc.problems.")
+    lines += [
+        "final loss: the exact (full-data) loss after the last step; * = the lowest.",
+        "steps to target: the first step at which the loss was at or below the target",
+        "  (mini-batch problems: checked every few steps); '-' = not reached.",
+        "us/step: median wall time of one optimizer.step() call, in microseconds.",
+        "lr: the problem's rate for that optimizer (optimc.problems); other options default.",
+    ]
     return "\n".join(lines)
 
 
@@ -335,17 +336,21 @@ def _style(name, i):
     return (f"C{i % 10}", "-")
 
 
-def _import_pyplot():
+def _import_matplotlib():
+    """matplotlib's Figure and Agg canvas, or None if matplotlib is not installed.
+
+    No pyplot: the figure is drawn on an Agg canvas of its own, so the global
+    backend (a notebook's, say) is left alone.
+    """
     try:
-        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError:
         return None
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    return plt
+    return Figure, FigureCanvasAgg
 
 
-def _check_output(path: str, plt) -> Optional[str]:
+def _check_output(path: str, mpl) -> Optional[str]:
     """An error message if the figure cannot be written to ``path``, else None."""
     if os.path.isdir(path):
         return f"--output {path!r} is a directory; give a file name such as {DEFAULT_OUTPUT}"
@@ -355,16 +360,16 @@ def _check_output(path: str, plt) -> Optional[str]:
     if not os.access(parent, os.W_OK):
         return f"--output {path!r}: directory {parent!r} is not writable"
     ext = os.path.splitext(path)[1].lstrip(".").lower()
-    if ext and plt is not None:
-        supported = plt.figure().canvas.get_supported_filetypes()
-        plt.close("all")
+    if ext and mpl is not None:
+        Figure, FigureCanvasAgg = mpl
+        supported = FigureCanvasAgg(Figure()).get_supported_filetypes()
         if ext not in supported:
             return (f"--output {path!r}: unknown figure format {ext!r}; "
                     f"use one of {', '.join(sorted(supported))}")
     return None
 
 
-def make_figure(plt, problem_list, results, dtype_name: str, seed: int):
+def make_figure(mpl, problem_list, results, dtype_name: str, seed: int):
     from matplotlib.colors import LogNorm
     from matplotlib.lines import Line2D
 
@@ -372,11 +377,12 @@ def make_figure(plt, problem_list, results, dtype_name: str, seed: int):
     panels += [("path", p, r) for p, r in zip(problem_list, results)
                if isinstance(p, _problems.Problem2D)]
     n = len(panels)
-    ncols = min(4, n)
-    nrows = math.ceil(n / ncols)
-    spare = nrows * ncols - n
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 3.9 * nrows + (0 if spare else 0.5)),
-                             squeeze=False)
+    ncols = min(4, n + 1)  # + one panel for the legend
+    nrows = math.ceil((n + 1) / ncols)
+    Figure, FigureCanvasAgg = mpl
+    fig = Figure(figsize=(4.3 * ncols, 3.9 * nrows + 0.4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     names = [r.optimizer for r in results[0]] if results else []
 
     for ax, (kind, prob, row) in zip(axes.flat, panels):
@@ -391,19 +397,25 @@ def make_figure(plt, problem_list, results, dtype_name: str, seed: int):
     handles = [Line2D([], [], color=_style(nm, i)[0], ls=_style(nm, i)[1], lw=2, label=nm)
                for i, nm in enumerate(names)]
     handles.append(Line2D([], [], color="0.4", ls=":", lw=1.2, label="target loss"))
+    if any(kind == "path" for kind, _, _ in panels):
+        handles += [
+            Line2D([], [], ls="", marker="o", color="w", mec="k", ms=8, label="start"),
+            Line2D([], [], ls="", marker="o", color="0.5", mec="k", mew=0.5, ms=4,
+                   label="end of run"),
+            Line2D([], [], ls="", marker="*", color="gold", mec="k", ms=13, label="minimum"),
+        ]
+        if any(hasattr(p, "saddle") for kind, p, _ in panels if kind == "path"):
+            handles += [
+                Line2D([], [], ls="", marker="x", color="k", mew=2, ms=8, label="saddle"),
+                Line2D([], [], ls="--", color="0.1", lw=1.0, label="loss = saddle's"),
+            ]
     title = (f"optimc: {len(names)} optimizer(s) on {len(problem_list)} problem(s) "
              f"({dtype_name}, seed {seed}; learning rates from optimc.problems)")
-    if spare:  # the legend fills the first empty panel
-        spare[0].legend(handles=handles, loc="center", ncol=2 if len(handles) > 7 else 1,
-                        frameon=False, fontsize=10, handlelength=2.5,
-                        title="optimizer", title_fontsize=10)
-        fig.suptitle(title, fontsize=12)
-        fig.tight_layout(rect=(0, 0, 1, 0.96))
-    else:
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 13),
-                   frameon=False, fontsize=9, handlelength=2.2, columnspacing=1.2)
-        fig.suptitle(title, fontsize=12)
-        fig.tight_layout(rect=(0, 0.5 / (3.9 * nrows + 0.5), 1, 0.96))
+    spare[0].legend(handles=handles, loc="center", ncol=2 if len(handles) > 7 else 1,
+                    frameon=False, fontsize=10, handlelength=2.5,
+                    title="optimizer", title_fontsize=10)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (3.9 * nrows + 0.4)))
     return fig
 
 
@@ -471,8 +483,6 @@ def _path_panel(ax, prob, row, LogNorm):
         ax.contour(X, Y, Z, levels=[prob.f(*prob.saddle)], colors="0.1", linewidths=1.0,
                    linestyles="--")
         ax.plot(*prob.saddle, marker="x", color="k", ms=9, mew=2, zorder=5)
-        ax.annotate("saddle", prob.saddle, xytext=(6, -12), textcoords="offset points",
-                    fontsize=8)
     for i, r in enumerate(row):
         if r.error is not None or r.path is None:
             continue
@@ -482,7 +492,6 @@ def _path_panel(ax, prob, row, LogNorm):
         if len(p):
             ax.plot(p[-1, 0], p[-1, 1], "o", color=color, ms=4, mec="k", mew=0.5, zorder=6)
     ax.plot(*prob.start, "o", color="w", mec="k", ms=8, zorder=7)
-    ax.annotate("start", prob.start, xytext=(6, 6), textcoords="offset points", fontsize=8)
     for m in prob.minima:
         ax.plot(*m, marker="*", color="gold", mec="k", ms=14, zorder=7)
     ax.set_xlim(x0, x1)
@@ -496,14 +505,15 @@ def _path_panel(ax, prob, row, LogNorm):
 # Entry points
 
 def _bench(argv: List[str]) -> int:
+    import importlib
+
     try:
-        from optimc import _bench
+        _bench = importlib.import_module("optimc._bench")
     except ModuleNotFoundError as exc:
-        if exc.name not in ("optimc._bench",):
+        if exc.name != "optimc._bench":
             raise
         print("optimc: the benchmark is not available: the module optimc._bench is missing "
-              "from this installation (it ships with the source tree's benchmarks; install "
-              "optimc from a full checkout).", file=sys.stderr)
+              "from this installation.", file=sys.stderr)
         return 2
     rc = _bench.main(argv)
     return int(rc or 0)
@@ -526,10 +536,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"this optimc has no optimizer class {', '.join(missing)}")
     opt_classes = [getattr(optimc, n) for n in args.optimizers]
 
-    plt = None
+    mpl = None
     if not args.no_plot:
-        plt = _import_pyplot()
-        problem_msg = _check_output(args.output, plt)
+        mpl = _import_matplotlib()
+        problem_msg = _check_output(args.output, mpl)
         if problem_msg:
             parser.error(problem_msg)
 
@@ -551,14 +561,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {r.problem}/{r.optimizer}: {r.error}", file=sys.stderr)
 
     if not args.no_plot:
-        if plt is None:
+        if mpl is None:
             print(f"matplotlib is not installed, so no figure was drawn; {DEMO_HINT} "
                   f"to get it (or pass --no-plot).")
         else:
-            fig = make_figure(plt, problem_list, results, args.dtype, args.seed)
+            fig = make_figure(mpl, problem_list, results, args.dtype, args.seed)
             out = os.path.abspath(args.output)
             fig.savefig(out, dpi=110)
-            plt.close(fig)
             print(f"figure saved to {out}")
     sys.stdout.flush()
     return 1 if errors else 0

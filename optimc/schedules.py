@@ -160,9 +160,10 @@ def _callable_state(fn):
     return copy.deepcopy(fn.__dict__)
 
 
-# State-dict keys that are not copied verbatim (see LRScheduler.state_dict).
-_PER_GROUP_KEYS = {"base_lrs", "_last_lr", "min_lrs", "max_lrs", "base_momentums",
-                   "max_momentums", "lr_lambdas"}
+# State-dict lists whose length the optimizer (one entry per param group) or the
+# scheduler's construction fixes; load_state_dict checks them.
+_SIZED_KEYS = {"base_lrs", "_last_lr", "min_lrs", "max_lrs", "base_momentums",
+               "max_momentums", "lr_lambdas", "_schedulers"}
 
 _EPOCH_DEPRECATION = ("passing epoch to step() is deprecated (as in torch.optim.lr_scheduler): "
                       "call step() without arguments; the closed form is used where available")
@@ -272,7 +273,13 @@ class LRScheduler:
         maxs = _per_group("max_momentum", max_momentum, groups, lambda n, v: _real(n, v, 0.0, 1.0))
         bases = _per_group("base_momentum", base_momentum, groups, lambda n, v: _real(n, v, 0.0, 1.0))
         if last_epoch == -1:
-            self._set_momentum(maxs)
+            try:
+                self._set_momentum(maxs)
+            except (ValueError, TypeError) as e:
+                key = "betas" if self.use_beta1 else "momentum"
+                raise type(e)(f"{type(self).__name__}(cycle_momentum=True) cannot set the param groups' "
+                              f"{key!r}: {e} (pass cycle_momentum=False, or create the optimizer "
+                              f"so that it can take them, e.g. with momentum > 0)") from e
             for group, m, b in zip(groups, maxs, bases):
                 group["max_momentum"] = m
                 group["base_momentum"] = b
@@ -325,7 +332,7 @@ class LRScheduler:
             raise ValueError(f"state_dict does not fit {type(self).__name__} (is it from another "
                              f"scheduler or configuration?): missing keys {sorted(missing)}, "
                              f"unexpected keys {sorted(unknown)}")
-        for key in (_PER_GROUP_KEYS | {"_schedulers"}) & set(mine):
+        for key in _SIZED_KEYS & set(mine):
             if isinstance(mine[key], list) and (not isinstance(state_dict[key], (list, tuple))
                                                 or len(state_dict[key]) != len(mine[key])):
                 raise ValueError(f"state_dict[{key!r}] must be a list of {len(mine[key])} entries, "
@@ -661,6 +668,11 @@ class OneCycleLR(LRScheduler):
     from a to b over fraction p of a phase is a + (b - a) * p ("linear") or
     b + (a - b) * (1 + cos(pi * p)) / 2 ("cos"). Momentum (or beta1) moves the
     opposite way between max_momentum and base_momentum.
+
+    Identical to torch for steps 0 .. total_steps - 1. The value after the last
+    step (t = total_steps, reached by stepping after every batch) is min_lr, where
+    torch extrapolates the last phase (and gives a negative lr with "linear",
+    which optimc optimizers refuse).
     """
 
     def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None,
@@ -693,12 +705,12 @@ class OneCycleLR(LRScheduler):
         keys = ("end_step", "start_lr", "end_lr", "start_momentum", "end_momentum")
         self._schedule_phases = [dict(zip(keys, p)) for p in phases]
         max_lrs = _per_group("max_lr", max_lr, groups, _nonneg)
+        self._setup_momentum(groups, cycle_momentum, base_momentum, max_momentum, last_epoch)
         if last_epoch == -1:
             for group, m in zip(groups, max_lrs):
                 group["initial_lr"] = m / div_factor
                 group["max_lr"] = m
                 group["min_lr"] = group["initial_lr"] / final_div_factor
-        self._setup_momentum(groups, cycle_momentum, base_momentum, max_momentum, last_epoch)
         super().__init__(optimizer, last_epoch)
 
     def _anneal(self, start, end, pct):
@@ -717,7 +729,9 @@ class OneCycleLR(LRScheduler):
             for i, phase in enumerate(self._schedule_phases):
                 end = phase["end_step"]
                 if t <= end or i == len(self._schedule_phases) - 1:
-                    pct = (t - start) / (end - start)
+                    # torch extrapolates past the last phase (a negative lr with "linear"
+                    # at t == total_steps) and divides by zero on an empty phase: hold the end.
+                    pct = min((t - start) / (end - start), 1.0) if end != start else 1.0
                     lrs.append(self._anneal(group[phase["start_lr"]], group[phase["end_lr"]], pct))
                     if self.cycle_momentum:
                         momenta.append(self._anneal(group[phase["start_momentum"]],

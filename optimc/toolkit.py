@@ -34,7 +34,8 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
 
     `grads` is a list/tuple/dict of float32/float64 arrays."""
     max_norm = _real("max_norm", max_norm, lo=0.0)
-    total, finite = _core.grad_norm(grads, _norm_type(norm_type))
+    # checks writeability up front: whether clipping writes depends on the values
+    total, finite = _core.grad_norm(grads, _norm_type(norm_type), True)
     if error_if_nonfinite and not finite:
         raise ValueError(f"grads: the total norm is {total}; a grad holds NaN or Inf "
                          "(pass error_if_nonfinite=False to clip anyway)")
@@ -86,17 +87,26 @@ class _Averager:
     def copy_to(self, params=None):
         """Write the averages into `params` (default: the tracked params)."""
         targets = self._params if params is None else _split_params(params)[0]
+        self._check_targets(targets)
+        for t, a in zip(targets, self._averages):
+            np.copyto(t, a)
+
+    def _check_targets(self, targets):
+        """Every target can take its average: checked before any is written."""
         if len(targets) != len(self._averages):
             raise ValueError(f"params: expected {len(self._averages)} arrays, got {len(targets)}")
         for i, (t, a) in enumerate(zip(targets, self._averages)):
+            label = f"params[{self._names[i]!r}]" if self._names is not None and targets is self._params \
+                else f"params[{i}]"
             if not isinstance(t, np.ndarray) or t.shape != a.shape or t.dtype != a.dtype:
-                raise ValueError(f"params[{i}]: expected a {a.dtype} array of shape {a.shape}")
-        for t, a in zip(targets, self._averages):
-            np.copyto(t, a)
+                raise ValueError(f"{label}: expected a {a.dtype} array of shape {a.shape}")
+            if not t.flags.writeable:
+                raise ValueError(f"{label}: is read-only; cannot write the average into it")
 
     def swap(self):
         """Exchange params and averages in place (evaluate with the averages,
         then call swap() again to resume training)."""
+        self._check_targets(self._params)
         for p, a in zip(self._params, self._averages):
             tmp = p.copy()
             np.copyto(p, a)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -181,27 +181,33 @@ def rel_diff(actual, desired, rtol: float, atol: float) -> float:
 
 
 class Recorder:
-    """Keeps the largest relative difference per (optimizer, dtype)."""
+    """Keeps, per (optimizer, dtype), the largest checked relative difference and the
+    largest absolute difference seen."""
 
     def __init__(self):
         self.max: Dict[Tuple[str, str], float] = {}
+        self.absmax: Dict[Tuple[str, str], float] = {}
         self.count: Dict[Tuple[str, str], int] = {}
 
-    def add(self, name: str, dtype, value: float):
+    def add(self, name: str, dtype, value: float, absdiff: float = 0.0):
         key = (name, dtype_id(dtype))
         self.max[key] = max(self.max.get(key, 0.0), value)
+        self.absmax[key] = max(self.absmax.get(key, 0.0), absdiff)
         self.count[key] = self.count.get(key, 0) + 1
 
     def table(self, title: str) -> str:
         names = sorted({k[0] for k in self.max}, key=lambda n: (list(DEFAULTS).index(n)
                                                              if n in DEFAULTS else 99, n))
-        lines = [title, f"{'optimizer':<10} {'float64':>12} {'float32':>12} {'checks':>7}"]
+        fmt = lambda x: "-" if x is None else f"{x:.3e}"  # noqa: E731
+        lines = [title,
+                 f"{'optimizer':<10} {'rel f64':>10} {'rel f32':>10} {'abs f64':>10} "
+                 f"{'abs f32':>10} {'checks':>7}"]
         for n in names:
-            f64 = self.max.get((n, "float64"))
-            f32 = self.max.get((n, "float32"))
             cnt = self.count.get((n, "float64"), 0) + self.count.get((n, "float32"), 0)
-            fmt = lambda x: "-" if x is None else f"{x:.3e}"  # noqa: E731
-            lines.append(f"{n:<10} {fmt(f64):>12} {fmt(f32):>12} {cnt:>7}")
+            lines.append(f"{n:<10} {fmt(self.max.get((n, 'float64'))):>10} "
+                         f"{fmt(self.max.get((n, 'float32'))):>10} "
+                         f"{fmt(self.absmax.get((n, 'float64'))):>10} "
+                         f"{fmt(self.absmax.get((n, 'float32'))):>10} {cnt:>7}")
         return "\n".join(lines)
 
     def emit(self, title: str):
@@ -227,7 +233,9 @@ def check_close(actual, desired, dtype, what: str, kind: str = "optimc",
     assert actual.shape == desired.shape, f"{what}: shape {actual.shape} != {desired.shape}"
     r = rel_diff(actual, desired, rtol, atol)
     if recorder is not None and name is not None:
-        recorder.add(name, dtype, r)
+        absdiff = (float(np.max(np.abs(actual.astype(np.float64) - desired.astype(np.float64))))
+                   if actual.size and np.isfinite(r) else 0.0)
+        recorder.add(name, dtype, r, absdiff)
     if not r <= rtol:
         a = np.asarray(actual, np.float64).ravel()
         b = np.asarray(desired, np.float64).ravel()

@@ -46,7 +46,6 @@ Public API
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Dict, List, Sequence
 
 import numpy as np

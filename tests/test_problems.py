@@ -1,5 +1,7 @@
 """Tests for optimc.problems: the built-in problem set (pure NumPy, no optimizer needed)."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -282,3 +284,29 @@ def test_spirals():
     assert 0 <= m.accuracy(params) <= 1
     assert m.predict(params, X[:7]).shape == (7,)
     assert m.loss(params) > m.target_loss
+
+
+# --- the learning-rate rule ---------------------------------------------------
+
+@pytest.mark.parametrize("name, optimizers", [
+    ("saddle", OPTIMIZERS),
+    ("quadratic", ["SGD", "Momentum", "Adam", "Lion"]),
+])
+def test_documented_rates_follow_the_sweep_rule(name, optimizers):
+    import optimc
+
+    prob = P.get_problem(name)
+    for opt in optimizers:
+        chosen, results = P.sweep_learning_rate(prob, getattr(optimc, opt))
+        assert sorted(results) == sorted(P.LR_GRID)
+        assert chosen == prob.learning_rates[opt], (opt, results)
+
+
+def test_final_loss_reports_divergence_as_inf():
+    import optimc
+
+    prob = P.get_problem("quadratic")
+    assert P.final_loss(prob, optimc.SGD, 1.0, steps=200) == math.inf  # lr > 2/L
+    ok = P.final_loss(prob, optimc.SGD, 0.1, steps=200)
+    assert 0 < ok < prob.loss(prob.init(np.float32, 0))
+    assert prob.make_rng(3).integers(1 << 30) == prob.make_rng(3).integers(1 << 30)

@@ -15,17 +15,7 @@ import pickle
 import numpy as np
 import pytest
 
-try:
-    from optimc import schedules as S
-except ImportError:      # TEMPORARY until optimc is installed: load the pure-Python module itself
-    import importlib.util
-    import pathlib
-    _spec = importlib.util.spec_from_file_location(
-        "optimc_schedules", pathlib.Path(__file__).parents[1] / "optimc" / "schedules.py")
-    S = importlib.util.module_from_spec(_spec)
-    import sys
-    sys.modules[_spec.name] = S
-    _spec.loader.exec_module(S)
+from optimc import schedules as S
 
 RTOL = 1e-12
 
@@ -121,11 +111,12 @@ SPECS = [
     ("CyclicLR-scale_fn-no-momentum", "plain", 300,
      lambda L, o: L.CyclicLR(o, 0.01, 0.1, 12, scale_fn=lambda x: 0.5 ** (x / 50),
                              scale_mode="iterations", cycle_momentum=False)),
-    ("OneCycleLR-cos-momentum", "momentum", 300, lambda L, o: L.OneCycleLR(o, max_lr=[0.1, 0.05], total_steps=300)),
-    ("OneCycleLR-linear-3phase-betas", "betas", 300,
+    # OneCycleLR: steps 0 .. total_steps - 1 (see test_one_cycle_holds_min_lr_after_the_last_step)
+    ("OneCycleLR-cos-momentum", "momentum", 299, lambda L, o: L.OneCycleLR(o, max_lr=[0.1, 0.05], total_steps=300)),
+    ("OneCycleLR-linear-3phase-betas", "betas", 299,
      lambda L, o: L.OneCycleLR(o, max_lr=0.01, epochs=10, steps_per_epoch=30, anneal_strategy="linear",
                                three_phase=True, base_momentum=[0.8, 0.85], max_momentum=0.95)),
-    ("OneCycleLR-no-momentum", "plain", 250, lambda L, o: L.OneCycleLR(o, 0.1, total_steps=250, pct_start=0.25,
+    ("OneCycleLR-no-momentum", "plain", 249, lambda L, o: L.OneCycleLR(o, 0.1, total_steps=250, pct_start=0.25,
                                                                      cycle_momentum=False)),
     ("SequentialLR-warmup-cosine", "momentum", 300,
      lambda L, o: L.SequentialLR(o, [L.LinearLR(o, 0.1, total_iters=20), L.CosineAnnealingLR(o, T_max=200)],
@@ -192,9 +183,20 @@ def test_matches_torch(make_opt, name, kind, n, build):
 _GROUP_KEYS = ("lr", "initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum", "momentum", "betas")
 
 
-def group_snapshot(opt):
-    """What a checkpoint of the optimizer holds for the scheduler: lrs and the keys schedulers add."""
+def checkpoint(opt):
+    """The optimizer's checkpoint: optimc's state_dict (it keeps the keys schedulers add
+    to the groups), or for the stand-in a copy of what schedulers touch in its groups."""
+    if hasattr(opt, "state_dict"):
+        return opt.state_dict()
     return [{k: g[k] for k in _GROUP_KEYS if k in g} for g in opt.param_groups]
+
+
+def restore(opt, saved):
+    if hasattr(opt, "load_state_dict"):
+        opt.load_state_dict(saved)
+    else:
+        for g, snap in zip(opt.param_groups, saved):
+            g.update(snap)
 
 
 @pytest.mark.parametrize("name,kind,n,build", SPECS, ids=SPEC_IDS)
@@ -202,7 +204,7 @@ def test_state_dict_resume(make_opt, name, kind, n, build):
     opt = make_opt(kind)
     sched = build(S, opt)
     run(opt, sched, 0, n // 2)
-    state, groups = sched.state_dict(), group_snapshot(opt)
+    state, opt_state = sched.state_dict(), checkpoint(opt)
     saved = json.loads(json.dumps(state))          # plain data: survives JSON and pickle
     assert pickle.loads(pickle.dumps(state)) == state
     before = copy.deepcopy(state)
@@ -210,10 +212,8 @@ def test_state_dict_resume(make_opt, name, kind, n, build):
     assert state == before, "state_dict() must return a copy"
 
     opt2 = make_opt(kind)
-    sched2 = build(S, opt2)                        # as with torch: build, restore the groups, load
-    for g, snap in zip(opt2.param_groups, groups):
-        for k, v in snap.items():
-            g[k] = v
+    sched2 = build(S, opt2)                        # as with torch: build, then restore both
+    restore(opt2, opt_state)
     sched2.load_state_dict(saved)
     assert run(opt2, sched2, n // 2, n) == expected
 
@@ -410,6 +410,36 @@ def test_load_state_dict_checks_before_taking(make_opt):
     with pytest.raises(ValueError, match="ExponentialLR"):
         seq.load_state_dict(bad)
     assert seq.state_dict() == before
+
+
+@pytest.mark.parametrize("strategy", ["cos", "linear"])
+@pytest.mark.parametrize("three_phase", [False, True])
+def test_one_cycle_holds_min_lr_after_the_last_step(make_opt, strategy, three_phase):
+    """Stepping after each of total_steps batches reaches t = total_steps: optimc gives
+    min_lr and the final momentum there; torch extrapolates the last phase (with
+    "linear" to a negative lr). Every earlier step matches torch (test_matches_torch)."""
+    opt = make_opt("momentum")
+    sched = S.OneCycleLR(opt, max_lr=[0.1, 0.05], total_steps=100, anneal_strategy=strategy,
+                         three_phase=three_phase)
+    for _ in range(100):
+        sched.step()
+    np.testing.assert_allclose(sched.get_last_lr(), [g["min_lr"] for g in opt.param_groups], rtol=1e-9)
+    np.testing.assert_allclose(momentum_of(opt), [0.95, 0.95], rtol=1e-12)
+
+
+def test_cycling_momentum_on_sgd_created_without_momentum():
+    opt = standin_opt("momentum")                     # like torch: momentum is just a number
+    opt.param_groups[0]["momentum"] = 0.0
+    S.CyclicLR(opt, 0.01, 0.1)
+    assert opt.param_groups[0]["momentum"] == 0.9
+    optimc = pytest.importorskip("optimc")
+    if not hasattr(optimc, "SGD"):
+        pytest.skip("optimc not built")
+    opt = optimc.SGD([np.zeros(3)], lr=0.1)            # no momentum buffer: optimc refuses, clearly
+    with pytest.raises(ValueError, match="cycle_momentum=False"):
+        S.CyclicLR(opt, 0.01, 0.1)
+    assert opt.param_groups[0]["lr"] == 0.1 and opt.param_groups[0]["momentum"] == 0.0
+    S.CyclicLR(opt, 0.01, 0.1, cycle_momentum=False).step()
 
 
 def test_one_cycle_refuses_stepping_past_total_steps(make_opt):

@@ -306,3 +306,20 @@ def test_lion_hand_worked():
     np.testing.assert_allclose(p, expected_p[-1], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(opt.state[0]["exp_avg"], expected_m[-1],
                                rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# arrays large enough for optimc's multi-threaded path
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", U.ALL_NAMES)
+def test_large_arrays(name):
+    dtype = np.float32
+    h = U.rich(name)
+    shapes = [(300_007,), (3, 100_003)]
+    params = U.make_params(shapes, dtype, seed=12)
+    grads = U.make_grads(shapes, dtype, 8, seed=13)
+    opt, ref = start(name, params, h)
+    for t, g in enumerate(grads, 1):
+        opt.step(g)
+        ref.step(g)
+    compare(opt, ref, name, h, dtype, range(len(params)), len(grads))
