@@ -35,7 +35,8 @@ typedef struct {
     double max_grad_norm;        /* 0: no clipping inside step */
     int skip_nonfinite;
     long long skipped_steps;
-    double last_grad_norm;       /* NaN until a step measured it */
+    double last_grad_norm;       /* valid once norm_measured */
+    int norm_measured;
     PyThread_type_lock lock;
     int locked;
     unsigned long owner;
@@ -123,7 +124,6 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     Engine *self = (Engine *)type->tp_alloc(type, 0);
     if (!self) return NULL;
     self->algorithm = -1;
-    self->last_grad_norm = NAN;
     self->lock = PyThread_allocate_lock();
     if (!self->lock) {
         Py_DECREF(self);
@@ -333,7 +333,7 @@ static int check_param(Engine *self, PyObject *o, Py_ssize_t i, int *dtype)
     int tn = PyArray_TYPE(a);
     if ((tn != NPY_FLOAT32 && tn != NPY_FLOAT64) || !PyArray_ISNOTSWAPPED(a)) {
         raise_for(self, PyExc_TypeError, "params", i,
-                  "expected a float32 or float64 array in native byte order, got dtype %R",
+                  "expected a float32 or float64 array in native byte order, got %S",
                   (PyObject *)PyArray_DESCR(a));
         return -1;
     }
@@ -509,7 +509,7 @@ static int gather_grads(Engine *self, PyObject *grads)
         PyArrayObject *g = (PyArrayObject *)o;
         if (PyArray_TYPE(g) != typenum_of(x->dtype) || !PyArray_ISNOTSWAPPED(g)) {
             raise_for(self, PyExc_TypeError, "grads", i,
-                      "expected dtype %s (the param's), got %R; optimc never casts silently",
+                      "expected dtype %s (the param's), got %S; optimc never casts silently",
                       dtype_name(x->dtype), (PyObject *)PyArray_DESCR(g));
             return -1;
         }
@@ -566,7 +566,7 @@ static int evaluate_lr_fns(Engine *self, double *lrs)
         PyObject *v = PyObject_CallFunction(self->lr_fns[gi], "L", self->n_steps);
         if (!v) return -1;
         double lr = PyBool_Check(v) ? -1.0 : PyFloat_AsDouble(v);
-        if (lr == -1.0 && PyErr_Occurred()) {
+        if (PyBool_Check(v) || (lr == -1.0 && PyErr_Occurred())) {
             PyErr_Clear();
             PyErr_Format(PyExc_TypeError, "lr: the callable lr of param group %zd returned %R for step %lld; "
                          "expected a number", gi, v, self->n_steps);
@@ -602,7 +602,9 @@ static PyObject *Engine_step(Engine *self, PyObject *grads)
         int finite;
         optimc_grad_stats(self->grad_bufs, (size_t)self->n_tensors, 2.0, &sumsq, &finite);
         self->last_grad_norm = sqrt(sumsq);
-        skip = self->skip_nonfinite && !finite;
+        self->norm_measured = 1;
+        /* an overflowing norm of finite grads would clip them to zero: skip that too */
+        skip = self->skip_nonfinite && (!finite || !isfinite(self->last_grad_norm));
         if (!skip && self->max_grad_norm > 0) {
             double coef = self->max_grad_norm / (self->last_grad_norm + 1e-6);
             if (coef < 1.0) scale = coef;
@@ -764,7 +766,7 @@ static PyObject *Engine_get_skipped(Engine *self, void *c) { (void)c; return PyL
 static PyObject *Engine_get_last_norm(Engine *self, void *c)
 {
     (void)c;
-    if (isnan(self->last_grad_norm) && !(self->max_grad_norm > 0 || self->skip_nonfinite)) Py_RETURN_NONE;
+    if (!self->norm_measured) Py_RETURN_NONE;
     return PyFloat_FromDouble(self->last_grad_norm);
 }
 static PyObject *Engine_get_state_bytes(Engine *self, void *c)
@@ -832,6 +834,8 @@ static optimc_buffer *collect_buffers(PyObject *arrays, const char *what, Py_ssi
     }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     optimc_buffer *bufs = NULL;
+    PyObject *keys = PyDict_Check(arrays) ? PyDict_Keys(arrays) : NULL, *lab = NULL;
+    if (PyDict_Check(arrays) && !keys) goto fail;
     if (n == 0) {
         PyErr_Format(PyExc_ValueError, "%s: no arrays given", what);
         goto fail;
@@ -840,19 +844,22 @@ static optimc_buffer *collect_buffers(PyObject *arrays, const char *what, Py_ssi
     if (!bufs) { PyErr_NoMemory(); goto fail; }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *o = PySequence_Fast_GET_ITEM(seq, i);
+        Py_XSETREF(lab, keys ? PyUnicode_FromFormat("%s[%R]", what, PyList_GET_ITEM(keys, i))
+                             : PyUnicode_FromFormat("%s[%zd]", what, i));
+        if (!lab) goto fail;
         if (!PyArray_Check(o)) {
-            PyErr_Format(PyExc_TypeError, "%s[%zd]: expected a numpy.ndarray, got %s", what, i, Py_TYPE(o)->tp_name);
+            PyErr_Format(PyExc_TypeError, "%U: expected a numpy.ndarray, got %s", lab, Py_TYPE(o)->tp_name);
             goto fail;
         }
         PyArrayObject *a = (PyArrayObject *)o;
         int tn = PyArray_TYPE(a);
         if ((tn != NPY_FLOAT32 && tn != NPY_FLOAT64) || !PyArray_ISNOTSWAPPED(a)) {
-            PyErr_Format(PyExc_TypeError, "%s[%zd]: expected float32 or float64, got %R", what, i,
+            PyErr_Format(PyExc_TypeError, "%U: expected float32 or float64, got %S", lab,
                          (PyObject *)PyArray_DESCR(a));
             goto fail;
         }
         if (!PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISALIGNED(a) || (writeable && !PyArray_ISWRITEABLE(a))) {
-            PyErr_Format(PyExc_ValueError, "%s[%zd]: must be a C-contiguous, aligned%s array", what, i,
+            PyErr_Format(PyExc_ValueError, "%U: must be a C-contiguous, aligned%s array", lab,
                          writeable ? ", writeable" : "");
             goto fail;
         }
@@ -861,11 +868,15 @@ static optimc_buffer *collect_buffers(PyObject *arrays, const char *what, Py_ssi
         bufs[i].dtype = tn == NPY_FLOAT32 ? OPTIMC_FLOAT32 : OPTIMC_FLOAT64;
     }
     Py_DECREF(seq);
+    Py_XDECREF(keys);
+    Py_XDECREF(lab);
     *n_out = n;
     return bufs;
 fail:
     PyMem_Free(bufs);
     Py_XDECREF(seq);
+    Py_XDECREF(keys);
+    Py_XDECREF(lab);
     return NULL;
 }
 

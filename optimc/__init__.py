@@ -10,6 +10,7 @@ from .optimizers import (ALL, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion,
                          NAG, Optimizer, ParamGroup, RAdam, RMSprop)
 from .toolkit import EMA, SWA, clip_grad_norm, clip_grad_value, grad_norm
 from .config import get_num_threads, set_num_threads, set_simd, show_config
+from . import problems, schedules
 
 __version__ = "0.1.0"
 
@@ -17,5 +18,5 @@ __all__ = [
     "SGD", "Momentum", "NAG", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "Adamax", "NAdam",
     "RAdam", "Lion", "Optimizer", "ParamGroup", "ALL",
     "clip_grad_norm", "clip_grad_value", "grad_norm", "EMA", "SWA",
-    "show_config", "set_num_threads", "get_num_threads", "set_simd",
+    "show_config", "set_num_threads", "get_num_threads", "set_simd", "schedules", "problems",
 ]

@@ -12,13 +12,18 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _core
-from .optimizers import Optimizer, _real, _split_params
+from .optimizers import Optimizer, _flag, _real, _split_params
 
 
 def _norm_type(norm_type):
     if isinstance(norm_type, str) and norm_type.lower() == "inf":
         return math.inf
-    return _real("norm_type", norm_type, lo=0.0, lo_open=True) if norm_type != math.inf else math.inf
+    if isinstance(norm_type, numbers.Real) and not isinstance(norm_type, bool) and norm_type == math.inf:
+        return math.inf
+    try:
+        return _real("norm_type", norm_type, lo=0.0, lo_open=True)
+    except ValueError:
+        raise ValueError(f"norm_type: expected a number > 0 or inf, got {norm_type!r}") from None
 
 
 def grad_norm(grads, norm_type=2.0):
@@ -34,13 +39,14 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
 
     `grads` is a list/tuple/dict of float32/float64 arrays."""
     max_norm = _real("max_norm", max_norm, lo=0.0)
+    error_if_nonfinite = _flag("error_if_nonfinite", error_if_nonfinite)
     # checks writeability up front: whether clipping writes depends on the values
-    total, finite = _core.grad_norm(grads, _norm_type(norm_type), True)
-    if error_if_nonfinite and not finite:
-        raise ValueError(f"grads: the total norm is {total}; a grad holds NaN or Inf "
-                         "(pass error_if_nonfinite=False to clip anyway)")
+    total, _ = _core.grad_norm(grads, _norm_type(norm_type), True)
+    if error_if_nonfinite and not math.isfinite(total):
+        raise ValueError(f"grads: the total norm is {total} (a grad holds NaN or Inf, or the norm "
+                         "overflows); pass error_if_nonfinite=False to clip anyway")
     coef = max_norm / (total + 1e-6)
-    if coef < 1.0:
+    if not coef >= 1.0:   # as torch: a NaN norm makes every grad NaN
         _core.scale_clip(grads, 0, coef)
     return total
 
