@@ -8,7 +8,8 @@
  */
 typedef struct {
     SFX(pre_coef) pre;
-    T one_minus_beta1, beta1, beta2, one_minus_beta2, step_size, bias_correction2_sqrt, eps;
+    SFX(moments_coef) moments;
+    T step_size, bias_correction2_sqrt, eps;
     int amsgrad;
 } SFX(adam_coef);
 
@@ -17,10 +18,7 @@ static void SFX(adam_prepare)(const optimc_hyper *h, optimc_tensor *x)
     SFX(adam_coef) *c = (SFX(adam_coef) *)x->coef;
     double t = (double)x->step;
     SFX(pre_prepare)(h, x, &c->pre);
-    c->one_minus_beta1 = (T)(1.0 - h->beta1);
-    c->beta1 = (T)1 - c->one_minus_beta1;
-    c->beta2 = (T)h->beta2;
-    c->one_minus_beta2 = (T)(1.0 - h->beta2);
+    SFX(moments_prepare)(h, &c->moments);
     c->step_size = (T)(h->lr / (1.0 - pow(h->beta1, t)));
     c->bias_correction2_sqrt = (T)sqrt(1.0 - pow(h->beta2, t));
     c->eps = (T)h->eps;
@@ -31,8 +29,7 @@ static inline void SFX(adam_update)(const SFX(adam_coef) *c, T *p, T g,
                                     T *exp_avg, T *exp_avg_sq, T *max_exp_avg_sq)
 {
     g = SFX(grad_in)(&c->pre, g, p);
-    *exp_avg = SFX(lerp)(*exp_avg, g, c->one_minus_beta1, c->beta1);
-    *exp_avg_sq = *exp_avg_sq * c->beta2 + c->one_minus_beta2 * (g * g);
+    SFX(moments_update)(&c->moments, g, exp_avg, exp_avg_sq);
     T v = *exp_avg_sq;
     if (c->amsgrad) {
         if (v > *max_exp_avg_sq) *max_exp_avg_sq = v;

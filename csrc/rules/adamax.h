@@ -5,16 +5,15 @@
  */
 typedef struct {
     SFX(pre_coef) pre;
-    T one_minus_beta1, beta1, beta2, clr, eps;
+    SFX(moments_coef) moments;   /* exp_avg only; β₂ decays exp_inf */
+    T clr, eps;
 } SFX(adamax_coef);
 
 static void SFX(adamax_prepare)(const optimc_hyper *h, optimc_tensor *x)
 {
     SFX(adamax_coef) *c = (SFX(adamax_coef) *)x->coef;
     SFX(pre_prepare)(h, x, &c->pre);
-    c->one_minus_beta1 = (T)(1.0 - h->beta1);
-    c->beta1 = (T)1 - c->one_minus_beta1;
-    c->beta2 = (T)h->beta2;
+    SFX(moments_prepare)(h, &c->moments);
     c->clr = (T)(h->lr / (1.0 - pow(h->beta1, (double)x->step)));
     c->eps = (T)h->eps;
 }
@@ -22,8 +21,8 @@ static void SFX(adamax_prepare)(const optimc_hyper *h, optimc_tensor *x)
 static inline void SFX(adamax_update)(const SFX(adamax_coef) *c, T *p, T g, T *exp_avg, T *exp_inf)
 {
     g = SFX(grad_in)(&c->pre, g, p);
-    *exp_avg = SFX(lerp)(*exp_avg, g, c->one_minus_beta1, c->beta1);
-    T decayed = *exp_inf * c->beta2, fresh = ABS(g) + c->eps;
+    SFX(moments_update)(&c->moments, g, exp_avg, NULL);
+    T decayed = *exp_inf * c->moments.beta2, fresh = ABS(g) + c->eps;
     *exp_inf = fresh > decayed ? fresh : decayed;
     *p = *p - c->clr * (*exp_avg / *exp_inf);
 }

@@ -36,6 +36,27 @@ static inline T SFX(lerp)(T a, T b, T w, T one_minus_w)
     return (w < (T)0.5) ? a + w * (b - a) : b - (b - a) * one_minus_w;
 }
 
+/* The moment estimates of the Adam family, in torch's order:
+ *   m ← m + (1 − β₁)(g − m)    exp_avg (torch.lerp)
+ *   v ← β₂v + (1 − β₂)g²        exp_avg_sq */
+typedef struct {
+    T one_minus_beta1, beta1, beta2, one_minus_beta2;
+} SFX(moments_coef);
+
+static inline void SFX(moments_prepare)(const optimc_hyper *h, SFX(moments_coef) *c)
+{
+    c->one_minus_beta1 = (T)(1.0 - h->beta1);
+    c->beta1 = (T)1 - c->one_minus_beta1;   /* lerp's complement, computed as torch does */
+    c->beta2 = (T)h->beta2;
+    c->one_minus_beta2 = (T)(1.0 - h->beta2);
+}
+
+static inline void SFX(moments_update)(const SFX(moments_coef) *c, T g, T *exp_avg, T *exp_avg_sq)
+{
+    *exp_avg = SFX(lerp)(*exp_avg, g, c->one_minus_beta1, c->beta1);
+    if (exp_avg_sq) *exp_avg_sq = *exp_avg_sq * c->beta2 + c->one_minus_beta2 * (g * g);
+}
+
 /* A kernel's loop over [lo, hi): the pointers are restrict so the loop
  * vectorizes; `UPDATE` is the rule's one-element update. */
 #define OPTIMC_PTRS(x) \

@@ -6,7 +6,8 @@
  */
 typedef struct {
     SFX(pre_coef) pre;
-    T one_minus_beta1, beta1, beta2, one_minus_beta2, bias_correction2, eps, grad_step, avg_step;
+    SFX(moments_coef) moments;
+    T bias_correction2, eps, grad_step, avg_step;
 } SFX(nadam_coef);
 
 static void SFX(nadam_prepare)(const optimc_hyper *h, optimc_tensor *x)
@@ -17,10 +18,7 @@ static void SFX(nadam_prepare)(const optimc_hyper *h, optimc_tensor *x)
     double mu_next = h->beta1 * (1.0 - 0.5 * pow(0.96, (t + 1.0) * h->momentum_decay));
     x->mu_product *= mu;
     SFX(pre_prepare)(h, x, &c->pre);
-    c->one_minus_beta1 = (T)(1.0 - h->beta1);
-    c->beta1 = (T)1 - c->one_minus_beta1;
-    c->beta2 = (T)h->beta2;
-    c->one_minus_beta2 = (T)(1.0 - h->beta2);
+    SFX(moments_prepare)(h, &c->moments);
     c->bias_correction2 = (T)(1.0 - pow(h->beta2, t));
     c->eps = (T)h->eps;
     c->grad_step = (T)(h->lr * (1.0 - mu) / (1.0 - x->mu_product));
@@ -30,8 +28,7 @@ static void SFX(nadam_prepare)(const optimc_hyper *h, optimc_tensor *x)
 static inline void SFX(nadam_update)(const SFX(nadam_coef) *c, T *p, T g, T *exp_avg, T *exp_avg_sq)
 {
     g = SFX(grad_in)(&c->pre, g, p);
-    *exp_avg = SFX(lerp)(*exp_avg, g, c->one_minus_beta1, c->beta1);
-    *exp_avg_sq = *exp_avg_sq * c->beta2 + c->one_minus_beta2 * (g * g);
+    SFX(moments_update)(&c->moments, g, exp_avg, exp_avg_sq);
     T denom = SQRT(*exp_avg_sq / c->bias_correction2) + c->eps;
     *p = *p - c->grad_step * (g / denom);
     *p = *p - c->avg_step * (*exp_avg / denom);

@@ -8,7 +8,8 @@
  */
 typedef struct {
     SFX(pre_coef) pre;
-    T one_minus_beta1, beta1, beta2, one_minus_beta2, bias_correction1,
+    SFX(moments_coef) moments;
+    T bias_correction1,
       bias_correction2_sqrt, lr, rect, eps;
     int rectified;
 } SFX(radam_coef);
@@ -21,10 +22,7 @@ static void SFX(radam_prepare)(const optimc_hyper *h, optimc_tensor *x)
     double rho_inf = 2.0 / (1.0 - h->beta2) - 1.0;
     double rho_t = rho_inf - 2.0 * t * pow(h->beta2, t) / bias_correction2;
     SFX(pre_prepare)(h, x, &c->pre);
-    c->one_minus_beta1 = (T)(1.0 - h->beta1);
-    c->beta1 = (T)1 - c->one_minus_beta1;
-    c->beta2 = (T)h->beta2;
-    c->one_minus_beta2 = (T)(1.0 - h->beta2);
+    SFX(moments_prepare)(h, &c->moments);
     c->bias_correction1 = (T)(1.0 - pow(h->beta1, t));
     c->bias_correction2_sqrt = (T)sqrt(bias_correction2);
     c->lr = (T)h->lr;
@@ -37,8 +35,7 @@ static void SFX(radam_prepare)(const optimc_hyper *h, optimc_tensor *x)
 static inline void SFX(radam_update)(const SFX(radam_coef) *c, T *p, T g, T *exp_avg, T *exp_avg_sq)
 {
     g = SFX(grad_in)(&c->pre, g, p);
-    *exp_avg = SFX(lerp)(*exp_avg, g, c->one_minus_beta1, c->beta1);
-    *exp_avg_sq = *exp_avg_sq * c->beta2 + c->one_minus_beta2 * (g * g);
+    SFX(moments_update)(&c->moments, g, exp_avg, exp_avg_sq);
     T step = *exp_avg / c->bias_correction1 * c->lr;
     if (c->rectified)
         step = step * (c->bias_correction2_sqrt / (SQRT(*exp_avg_sq) + c->eps)) * c->rect;
