@@ -6,7 +6,8 @@ Two interfaces:
   (``torch.optim.lr_scheduler``): they are attached to an optimizer, write
   ``optimizer.param_groups[i]["lr"]`` (and, for :class:`CyclicLR` and
   :class:`OneCycleLR`, the momentum or ``betas[0]``) and are advanced with
-  ``scheduler.step()`` after each ``optimizer.step(grads)``::
+  ``scheduler.step()`` after each ``optimizer.step(grads)``; ``select(opt, i, ...)``
+  attaches one to some param groups only::
 
       opt = optimc.SGD([W, b], lr=0.1, momentum=0.9)
       sched = optimc.schedules.CosineAnnealingLR(opt, T_max=100)
@@ -49,7 +50,7 @@ __all__ = [
     "ConstantLR", "LinearLR", "ExponentialLR", "PolynomialLR",
     "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "CyclicLR",
     "OneCycleLR", "SequentialLR", "ChainedScheduler", "ReduceLROnPlateau",
-    "Schedule", "constant", "step_decay", "exponential_decay", "cosine_decay",
+    "ParamGroupSelection", "select", "Schedule", "constant", "step_decay", "exponential_decay", "cosine_decay",
     "linear_warmup", "warmup_cosine", "piecewise_constant",
 ]
 
@@ -172,6 +173,43 @@ _EPOCH_DEPRECATION = ("passing epoch to step() is deprecated (as in torch.optim.
 # --------------------------------------------------------------------------
 # scheduler objects
 # --------------------------------------------------------------------------
+
+class ParamGroupSelection:
+    """Some of an optimizer's param groups, so that a scheduler drives only
+    those (made by :func:`select`). Schedulers treat it as an optimizer whose
+    ``param_groups`` are the selected groups, in the order given."""
+
+    def __init__(self, optimizer, indices):
+        groups = _param_groups(optimizer)
+        if not indices:
+            raise ValueError("groups: select at least one param group")
+        for i in indices:
+            if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+                raise TypeError(f"groups: a param group index must be an int, got {i!r}")
+            if not 0 <= i < len(groups):
+                raise ValueError(f"groups: param group {i} does not exist "
+                                 f"(the optimizer has {len(groups)}: 0..{len(groups) - 1})")
+        if len(set(indices)) != len(indices):
+            raise ValueError(f"groups: an index is given twice in {list(indices)}")
+        self.optimizer = optimizer
+        self.indices = tuple(int(i) for i in indices)
+
+    @property
+    def param_groups(self):
+        groups = self.optimizer.param_groups
+        return [groups[i] for i in self.indices]
+
+    def __repr__(self):
+        return f"select({type(self.optimizer).__name__}, groups {list(self.indices)})"
+
+
+def select(optimizer, *indices):
+    """Attach a scheduler to some param groups only::
+
+        sched = StepLR(select(opt, 1), step_size=30)   # group 1's lr; the others untouched
+    """
+    return ParamGroupSelection(optimizer, indices)
+
 
 class LRScheduler:
     """Base class: attaches to an optimizer and does the bookkeeping.

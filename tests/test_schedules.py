@@ -578,3 +578,47 @@ def test_functional_schedule_as_optimc_lr():
     np.testing.assert_allclose(w, -sum(f(t) for t in range(15)) * np.ones(2), rtol=1e-14)
     with pytest.raises(TypeError, match="callable"):
         S.StepLR(opt, 3)
+
+
+# ---- attaching a scheduler to some param groups only ---------------------
+
+def test_scheduler_on_one_param_group():
+    import optimc
+    a, b = np.zeros(2), np.zeros(2)
+    opt = optimc.SGD([{"params": [a], "lr": 1.0}, {"params": [b], "lr": 0.5}], momentum=0.9)
+    sched = S.StepLR(S.select(opt, 1), step_size=2, gamma=0.1)
+    lrs = []
+    for _ in range(5):
+        opt.step([np.ones(2), np.ones(2)])
+        sched.step()
+        lrs.append((opt.param_groups[0]["lr"], opt.param_groups[1]["lr"]))
+    assert [l0 for l0, _ in lrs] == [1.0] * 5
+    np.testing.assert_allclose([l1 for _, l1 in lrs], [0.5, 0.05, 0.05, 0.005, 0.005])
+    assert sched.get_last_lr() == [lrs[-1][1]]
+    # the same schedule as torch gives a one-group optimizer
+    torch = pytest.importorskip("torch")
+    t = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=0.5)
+    ts = torch.optim.lr_scheduler.StepLR(t, step_size=2, gamma=0.1)
+    expect = []
+    for _ in range(5):
+        t.step()
+        ts.step()
+        expect.append(ts.get_last_lr()[0])
+    assert [l1 for _, l1 in lrs] == expect
+
+
+@pytest.mark.parametrize("indices,exc,match", [
+    ((2,), ValueError, "param group 2 does not exist"),
+    ((-1,), ValueError, "param group -1 does not exist"),
+    ((), ValueError, "at least one"),
+    ((0, 0), ValueError, "twice"),
+    (("0",), TypeError, "int"),
+])
+def test_scheduler_on_missing_param_group_refused(indices, exc, match):
+    import optimc
+    opt = optimc.Adam([{"params": [np.zeros(2)]}, {"params": [np.zeros(2)], "lr": 0.1}])
+    before = [dict(g) for g in opt.param_groups]
+    with pytest.raises(exc, match=match):
+        S.CosineAnnealingLR(S.select(opt, *indices), T_max=10)
+    for g, b in zip(opt.param_groups, before):
+        assert set(g) == set(b) and all(g[k] is b[k] or g[k] == b[k] for k in b)
