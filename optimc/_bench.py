@@ -304,7 +304,7 @@ NUMPY_IMPLS = {"adam": NumpyAdam, "adamw": NumpyAdamW, "sgd": NumpySGD, "rmsprop
 # ---------------------------------------------------------------------------
 # Timing
 
-def _autorange(run: Callable[[int], None], target: float) -> int:
+def _autorange(run: Callable[[int], Optional[float]], target: float) -> int:
     """Calls per sample so that one sample lasts about `target` seconds."""
     k = 1
     while True:
@@ -316,9 +316,11 @@ def _autorange(run: Callable[[int], None], target: float) -> int:
         k *= 4 if dt < 0.02 * target else 2
 
 
-def measure(runners: Dict[str, Callable[[int], None]], sample_time: float, case_time: float,
-            min_rounds: int, max_rounds: int) -> Dict[str, dict]:
-    """Median seconds per call of each runner, sampled round-robin."""
+def measure(runners: Dict[str, Callable[[int], Optional[float]]], sample_time: float,
+            case_time: float, min_rounds: int, max_rounds: int) -> Dict[str, dict]:
+    """Median seconds per call of each runner, sampled round-robin. ``runner(k)``
+    makes k calls; if it returns a number, that is the time to count (a runner
+    that idles between calls times the calls itself), else the wall time is."""
     names = list(runners)
     calls = {}
     for name in names:
@@ -339,8 +341,9 @@ def measure(runners: Dict[str, Callable[[int], None]], sample_time: float, case_
                 name = names[(r + j) % len(names)]
                 k = calls[name]
                 t0 = time.perf_counter()
-                runners[name](k)
-                samples[name].append((time.perf_counter() - t0) / k)
+                own = runners[name](k)
+                wall = time.perf_counter() - t0
+                samples[name].append((wall if own is None else own) / k)
     finally:
         if was_enabled:
             gc.enable()
@@ -559,7 +562,29 @@ def _with_threads(n_threads, threshold, fn):
     return run
 
 
-def threads_big(n_threads: int, prof, torch, seed: int, n: int = 10 ** 7) -> dict:
+IDLE_GAP = 1e-3   # seconds the process sleeps before each "after idle" step
+
+
+def _after_idle(n_threads, threshold, opt, grads, gap=IDLE_GAP):
+    """Steps that each follow `gap` seconds of sleep (as after a forward/backward
+    pass: the pool's workers are asleep); times the steps only."""
+    import optimc
+    step, perf, sleep = opt.step, time.perf_counter, time.sleep
+
+    def run(k):
+        optimc.set_num_threads(n_threads)
+        _core.set_thread_threshold(threshold)
+        total = 0.0
+        for _ in range(k):
+            sleep(gap)
+            t0 = perf()
+            step(grads)
+            total += perf() - t0
+        return total
+    return run
+
+
+def threads_big(n_threads: int, prof, torch, seed: int, n: int = 10 ** 7, thr: int = 1 << 18) -> dict:
     """1 vs n_threads threads on an n-element Adam float32 step (and the stream, torch fused)."""
     import optimc
     dtype = np.float32
@@ -567,7 +592,6 @@ def threads_big(n_threads: int, prof, torch, seed: int, n: int = 10 ** 7) -> dic
     rng = np.random.default_rng(seed)
     p = rng.standard_normal(n, dtype=dtype)
     g = rng.standard_normal(n, dtype=dtype)
-    thr = optimc.show_config(print_it=False)["thread_threshold"]
     opt = optimc.Adam([p], **hyper)
     opt.step([g])
     arrays = [np.full(n, 1.0, dtype) for _ in range(n_write)] + \
@@ -607,12 +631,14 @@ THRESHOLD_SIZES = (16384, 32768, 65536, 131072, 196608, 262144, 393216, 524288, 
                    2097152, 4194304)
 
 
-def threads_threshold(key: str, dtype, n_threads: int, sizes, prof, seed: int) -> dict:
+def threads_threshold(key: str, dtype, n_threads: int, sizes, prof, seed: int,
+                      default_thr: int = 1 << 18) -> dict:
     """At each size: 1 thread, n_threads forced (threshold 0), and n_threads with the
-    default threshold. Suggests the smallest size from which the split always wins."""
+    default threshold, back to back; and 1 thread vs n_threads forced for steps that
+    follow an idle millisecond. Suggests the smallest size from which the split wins
+    at that size and every larger one (back to back, after idle, and both)."""
     import optimc
     label, cls_name, _, hyper, _ = OPTIMIZERS[key]
-    default_thr = optimc.show_config(print_it=False)["thread_threshold"]
     rng = np.random.default_rng(seed)
     rows = []
     for n in sizes:
@@ -623,23 +649,32 @@ def threads_threshold(key: str, dtype, n_threads: int, sizes, prof, seed: int) -
         base = _optimc_runner(opt, [g])
         runners = {"1": _with_threads(1, default_thr, base),
                    "forced": _with_threads(n_threads, 0, base),
-                   "default": _with_threads(n_threads, default_thr, base)}
-        stats = measure(runners, prof["sample_time"], prof["case_time"] / 2,
+                   "default": _with_threads(n_threads, default_thr, base),
+                   "1 idle": _after_idle(1, default_thr, opt, [g]),
+                   "forced idle": _after_idle(n_threads, 0, opt, [g])}
+        stats = measure(runners, prof["sample_time"], prof["case_time"],
                         prof["min_rounds"] + 2, prof["max_rounds"])
-        t1, tf, td = (stats[k]["median"] for k in ("1", "forced", "default"))
+        t1, tf, td, t1i, tfi = (stats[k]["median"]
+                                for k in ("1", "forced", "default", "1 idle", "forced idle"))
         rows.append(dict(optimizer=label, dtype=np.dtype(dtype).name, n_elements=n,
                          ns_1=t1 / n * 1e9, ns_forced=tf / n * 1e9, ns_default=td / n * 1e9,
-                         forced_over_1=tf / t1, default_over_1=td / t1))
-    # the smallest measured size from which the forced split is faster at every larger size
-    suggested = None
-    for i, r in enumerate(rows):
-        if all(rr["forced_over_1"] < 1.0 for rr in rows[i:]):
-            suggested = r["n_elements"]
-            break
+                         forced_over_1=tf / t1, default_over_1=td / t1,
+                         ns_1_idle=t1i / n * 1e9, ns_forced_idle=tfi / n * 1e9,
+                         forced_over_1_idle=tfi / t1i))
+
+    def smallest_winning(field):
+        # the smallest measured size from which the forced split is faster at every larger size
+        for i, r in enumerate(rows):
+            if all(rr[field] < 1.0 for rr in rows[i:]):
+                return r["n_elements"]
+        return None
+    s_b2b, s_idle = smallest_winning("forced_over_1"), smallest_winning("forced_over_1_idle")
+    suggested = None if s_b2b is None or s_idle is None else max(s_b2b, s_idle)
     below = [r["default_over_1"] for r in rows if r["n_elements"] < default_thr]
     above = [r["default_over_1"] for r in rows if r["n_elements"] >= default_thr]
     return dict(optimizer=label, dtype=np.dtype(dtype).name, threads=n_threads,
                 default_threshold=default_thr, rows=rows, suggested_threshold=suggested,
+                suggested_back_to_back=s_b2b, suggested_after_idle=s_idle, idle_gap_s=IDLE_GAP,
                 worst_default_over_1_below=max(below) if below else None,
                 worst_default_over_1_at_or_above=max(above) if above else None)
 
@@ -726,13 +761,17 @@ def format_markdown(payload) -> str:
         lines.append("")
     for s in payload.get("threshold_sweeps") or []:
         nt, thr = s["threads"], s["default_threshold"]
-        lines += [f"{s['optimizer']} {s['dtype']}: time with {nt} threads / time with 1 thread "
-                  f"(suggested threshold: {s['suggested_threshold']})", "",
-                  f"| elements | 1 thread (ns/el) | {nt} threads, threshold 0 | {nt} threads, threshold {thr} |",
-                  "|---:|---:|---:|---:|"]
+        lines += [f"{s['optimizer']} {s['dtype']}: time with {nt} threads / time with 1 thread; "
+                  f"suggested threshold {s['suggested_threshold']} (back to back "
+                  f"{s['suggested_back_to_back']}, after idle {s['suggested_after_idle']})", "",
+                  f"| elements | 1 thread (ns/el) | {nt} threads, threshold 0 | {nt} threads, threshold {thr} "
+                  f"| after {s['idle_gap_s'] * 1e3:g} ms idle: 1 thread (ns/el) | after idle: {nt} threads, "
+                  f"threshold 0 |",
+                  "|---:|---:|---:|---:|---:|---:|"]
         for r in s["rows"]:
             lines.append(f"| {r['n_elements']} | {_fmt_ns(r['ns_1'])} | {r['forced_over_1']:.2f} | "
-                         f"{r['default_over_1']:.2f} |")
+                         f"{r['default_over_1']:.2f} | {_fmt_ns(r['ns_1_idle'])} | "
+                         f"{r['forced_over_1_idle']:.2f} |")
         lines.append("")
     if payload.get("targets"):
         lines += ["| target | goal | measured | |", "|---|---|---:|---|"]
@@ -816,12 +855,47 @@ def format_targets(ts) -> str:
     return "\n".join(lines)
 
 
+def _cpu_times():
+    """(busy, steal) CPU seconds of the whole machine from /proc/stat, or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    steal = fields[7] if len(fields) > 7 else 0
+    return (sum(fields[:8]) - idle - steal) / hz, steal / hz
+
+
+def _git_revision():
+    """The source tree's commit (and whether it has local changes), if it is a checkout."""
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        rev = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "csrc", "optimc",
+                                "setup.py"], capture_output=True, text=True, timeout=5)
+        return rev.stdout.strip() + (" (with local changes)" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def machine_info(torch) -> dict:
     import optimc
     info = dict(platform=platform.platform(), python=platform.python_version(),
                 numpy=np.__version__, optimc=getattr(optimc, "__version__", "?"),
                 torch=getattr(torch, "__version__", None) if torch is not None else None,
-                cpu_count=os.cpu_count(), config=optimc.show_config(print_it=False))
+                cpu_count=os.cpu_count(), config=optimc.show_config(print_it=False),
+                source=_git_revision(), extension=getattr(_core, "__file__", None))
+    try:
+        info["extension_built"] = time.strftime("%Y-%m-%dT%H:%M:%S%z",
+                                                time.localtime(os.path.getmtime(_core.__file__)))
+    except (OSError, TypeError):
+        pass
     try:
         info["cpus_usable"] = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -893,12 +967,16 @@ def write_outputs(out_dir, payload, results, big, sweeps, plot, log=print):
                                 f"{nt} threads", f"{v:.5g}", f"{v / n1[impl + '/1']:.4f}"])
             for s in sweeps:
                 for r in s["rows"]:
-                    for cfg, col in (("1 thread", "ns_1"),
-                                     (f"{s['threads']} threads, threshold 0", "ns_forced"),
-                                     (f"{s['threads']} threads, threshold {s['default_threshold']}",
-                                      "ns_default")):
+                    for cfg, col, base in (
+                            ("1 thread", "ns_1", "ns_1"),
+                            (f"{s['threads']} threads, threshold 0", "ns_forced", "ns_1"),
+                            (f"{s['threads']} threads, threshold {s['default_threshold']}", "ns_default",
+                             "ns_1"),
+                            ("1 thread, after idle", "ns_1_idle", "ns_1_idle"),
+                            (f"{s['threads']} threads, threshold 0, after idle", "ns_forced_idle",
+                             "ns_1_idle")):
                         w.writerow(["threshold", r["optimizer"], r["dtype"], r["n_elements"], cfg,
-                                    f"{r[col]:.5g}", f"{r[col] / r['ns_1']:.4f}"])
+                                    f"{r[col]:.5g}", f"{r[col] / r[base]:.4f}"])
         paths.append(tpath)
     if plot and results:
         p = save_plot(results, os.path.join(out_dir, "bench.png"), payload, log)
@@ -1076,6 +1154,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             torch = None
 
     saved = optimc.show_config(print_it=False)
+    cpu0, own0 = _cpu_times(), os.times()
     saved_torch_threads = torch.get_num_threads() if torch is not None else None
     t_start = time.perf_counter()
     try:
@@ -1085,6 +1164,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if torch is not None:
             torch.set_num_threads(args.threads)
         machine = machine_info(torch)
+        machine["config_before_run"] = saved
         cfg = machine["config"]
         print(f"optimc bench: {machine.get('cpu_model', '?')}, {machine.get('cpus_usable', machine['cpu_count'])} "
               f"CPUs, {machine.get('memory_gib', '?')} GiB; simd={cfg['simd']} (cpu {cfg['cpu_simd']}), "
@@ -1139,7 +1219,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if "threads" in args.sections:
             nt = args.compare_threads
             big_n = args.threads_size or (10 ** 6 if args.quick else 10 ** 7)
-            big = threads_big(nt, prof, torch, args.seed, n=big_n)
+            big = threads_big(nt, prof, torch, args.seed, n=big_n, thr=saved["thread_threshold"])
             ns = big["ns_per_element"]
             print(f"threads: Adam float32, {big['n_elements']:.0e} elements, 1 vs {nt} threads "
                   f"(threshold {big['thread_threshold']})")
@@ -1160,15 +1240,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if args.quick:
                 sweep_cases = sweep_cases[:1]
             for key, dt in sweep_cases:
-                s = threads_threshold(key, dt, nt, sweep_sizes, prof, args.seed)
+                s = threads_threshold(key, dt, nt, sweep_sizes, prof, args.seed,
+                                      default_thr=saved["thread_threshold"])
                 sweeps.append(s)
-                print(f"  threshold sweep {s['optimizer']} {s['dtype']}: time with {nt} threads / 1 thread")
-                print(f"    {'elements':>9} {'1 thread':>9} {'forced':>7} {'default':>8}")
+                print(f"  threshold sweep {s['optimizer']} {s['dtype']}: time with {nt} threads / "
+                      f"time with 1 thread; forced = threshold 0, default = threshold "
+                      f"{s['default_threshold']}; after idle = each step follows "
+                      f"{s['idle_gap_s'] * 1e3:g} ms of sleep")
+                print(f"    {'elements':>9} {'1 thread':>9} {'forced':>7} {'default':>8} "
+                      f"{'1 thr idle':>10} {'forced idle':>11}")
                 for r in s["rows"]:
                     print(f"    {r['n_elements']:>9} {_fmt_ns(r['ns_1']):>9} {r['forced_over_1']:>7.2f} "
-                          f"{r['default_over_1']:>8.2f}")
-                print(f"    suggested threshold: {s['suggested_threshold']} elements "
-                      f"(default {s['default_threshold']})")
+                          f"{r['default_over_1']:>8.2f} {_fmt_ns(r['ns_1_idle']):>10} "
+                          f"{r['forced_over_1_idle']:>11.2f}")
+                print(f"    suggested threshold: {s['suggested_threshold']} elements (back to back: "
+                      f"{s['suggested_back_to_back']}, after idle: {s['suggested_after_idle']}; "
+                      f"default {s['default_threshold']})")
             print()
 
         ts = targets(results, fixed, big, sweeps) if "main" in args.sections else []
@@ -1180,6 +1267,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             machine["loadavg_end"] = os.getloadavg()
         except OSError:  # pragma: no cover
             pass
+        cpu1, own1 = _cpu_times(), os.times()
+        if cpu0 and cpu1:
+            own = (own1.user - own0.user) + (own1.system - own0.system)
+            wall = time.perf_counter() - t_start
+            others = max(0.0, (cpu1[0] - cpu0[0]) - own)
+            machine["others_cpu_seconds"] = others
+            machine["steal_cpu_seconds"] = cpu1[1] - cpu0[1]
+            print(f"other processes used {others:.1f} CPU-seconds during this {wall:.0f} s run "
+                  f"(steal {cpu1[1] - cpu0[1]:.1f} s)"
+                  + ("; the timings may be disturbed: re-run on a quiet machine" if others > 0.05 * wall
+                     else ""))
         payload = dict(
             command="python -m optimc bench " + " ".join(sys.argv[1:] if argv is None else argv),
             timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"), seconds=time.perf_counter() - t_start,

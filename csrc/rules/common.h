@@ -54,7 +54,7 @@ static inline void SFX(moments_prepare)(const optimc_hyper *h, SFX(moments_coef)
 static inline void SFX(moments_update)(const SFX(moments_coef) *c, T g, T *exp_avg, T *exp_avg_sq)
 {
     *exp_avg = SFX(lerp)(*exp_avg, g, c->one_minus_beta1, c->beta1);
-    if (exp_avg_sq) *exp_avg_sq = *exp_avg_sq * c->beta2 + c->one_minus_beta2 * (g * g);
+    *exp_avg_sq = *exp_avg_sq * c->beta2 + c->one_minus_beta2 * (g * g);
 }
 
 /* A kernel's loop over [lo, hi): the pointers are restrict so the loop
