@@ -769,6 +769,18 @@ static PyObject *Engine_get_last_norm(Engine *self, void *c)
     if (!self->norm_measured) Py_RETURN_NONE;
     return PyFloat_FromDouble(self->last_grad_norm);
 }
+static PyObject *Engine_get_last_lr(Engine *self, void *c)
+{
+    (void)c;
+    PyObject *out = PyList_New(self->n_groups);
+    for (Py_ssize_t gi = 0; out && gi < self->n_groups; gi++) {
+        PyObject *v = PyFloat_FromDouble(self->groups[gi].lr);
+        if (!v) { Py_CLEAR(out); break; }
+        PyList_SET_ITEM(out, gi, v);
+    }
+    return out;
+}
+
 static PyObject *Engine_get_state_bytes(Engine *self, void *c)
 {
     (void)c;
@@ -802,6 +814,8 @@ static PyGetSetDef Engine_getset[] = {
     {"last_grad_norm", (getter)Engine_get_last_norm, NULL,
      "global L2 norm of the grads at the last step, measured when max_grad_norm or skip_nonfinite is on",
      NULL},
+    {"last_lr", (getter)Engine_get_last_lr, NULL,
+     "the learning rate of each param group as of the last step (a callable lr's last value)", NULL},
     {"state_bytes", (getter)Engine_get_state_bytes, NULL, "bytes of optimizer state owned by C", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -12,6 +12,7 @@ class Engine:
     step_count: int
     skipped_steps: int
     last_grad_norm: float | None
+    last_lr: list[float]
     state_bytes: int
     _n_tensors: int
     def step(self, grads: _Grads, /) -> None: ...

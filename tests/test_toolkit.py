@@ -1179,3 +1179,11 @@ def test_lr_callable_returning_bool_is_a_type_error():
     with pytest.raises(TypeError, match="lr"):
         opt.step([np.ones(2)])
     assert np.all(w == 0) and opt.step_count == 0
+
+
+def test_last_lr_reports_the_callable_lr_used():
+    w = np.zeros(2)
+    opt = optimc.SGD([{"params": [w], "lr": lambda step: 0.5 ** step}, {"params": [np.zeros(1)], "lr": 0.3}])
+    for k in range(3):
+        opt.step([np.ones(2), np.ones(1)])
+        assert opt.last_lr == [0.5 ** k, 0.3]
