@@ -193,10 +193,23 @@ static void step_task(void *arg, int k, int n_workers)
 void optimc_step(int algorithm, const optimc_hyper *groups, optimc_tensor *tensors, size_t n_tensors)
 {
     step_job job = {level_table()[algorithm], tensors, n_tensors, 0};
+    int64_t prev_step = -1;
+    double prev_mu = 0;
     for (size_t t = 0; t < n_tensors; t++) {
-        optimc_tensor *x = &tensors[t];
+        optimc_tensor *x = &tensors[t], *prev = t ? x - 1 : NULL;
+        /* prepare depends only on (group, dtype, step, mu_product, grad_scale):
+         * a tensor that shares them with the one before copies its constants */
+        int same = prev && prev->group == x->group && prev->dtype == x->dtype && prev_step == x->step
+                   && prev_mu == x->mu_product && prev->grad_scale == x->grad_scale;
+        prev_step = x->step;
+        prev_mu = x->mu_product;
         x->step++;
-        job.impl[x->dtype].prepare(&groups[x->group], x);
+        if (same) {
+            memcpy(x->coef, prev->coef, sizeof x->coef);
+            x->mu_product = prev->mu_product;
+        } else {
+            job.impl[x->dtype].prepare(&groups[x->group], x);
+        }
         job.total += x->n;
     }
     int threads = optimc_get_num_threads();

@@ -858,21 +858,23 @@ static optimc_buffer *collect_buffers(PyObject *arrays, const char *what, Py_ssi
     if (!bufs) { PyErr_NoMemory(); goto fail; }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *o = PySequence_Fast_GET_ITEM(seq, i);
-        Py_XSETREF(lab, keys ? PyUnicode_FromFormat("%s[%R]", what, PyList_GET_ITEM(keys, i))
-                             : PyUnicode_FromFormat("%s[%zd]", what, i));
-        if (!lab) goto fail;
+#define LABEL() (lab = keys ? PyUnicode_FromFormat("%s[%R]", what, PyList_GET_ITEM(keys, i)) \
+                            : PyUnicode_FromFormat("%s[%zd]", what, i))
         if (!PyArray_Check(o)) {
+            if (!LABEL()) goto fail;
             PyErr_Format(PyExc_TypeError, "%U: expected a numpy.ndarray, got %s", lab, Py_TYPE(o)->tp_name);
             goto fail;
         }
         PyArrayObject *a = (PyArrayObject *)o;
         int tn = PyArray_TYPE(a);
         if ((tn != NPY_FLOAT32 && tn != NPY_FLOAT64) || !PyArray_ISNOTSWAPPED(a)) {
+            if (!LABEL()) goto fail;
             PyErr_Format(PyExc_TypeError, "%U: expected float32 or float64, got %S", lab,
                          (PyObject *)PyArray_DESCR(a));
             goto fail;
         }
         if (!PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISALIGNED(a) || (writeable && !PyArray_ISWRITEABLE(a))) {
+            if (!LABEL()) goto fail;
             PyErr_Format(PyExc_ValueError, "%U: must be a C-contiguous, aligned%s array", lab,
                          writeable ? ", writeable" : "");
             goto fail;
@@ -880,10 +882,10 @@ static optimc_buffer *collect_buffers(PyObject *arrays, const char *what, Py_ssi
         bufs[i].data = PyArray_DATA(a);
         bufs[i].n = (size_t)PyArray_SIZE(a);
         bufs[i].dtype = tn == NPY_FLOAT32 ? OPTIMC_FLOAT32 : OPTIMC_FLOAT64;
+#undef LABEL
     }
     Py_DECREF(seq);
     Py_XDECREF(keys);
-    Py_XDECREF(lab);
     *n_out = n;
     return bufs;
 fail:

@@ -319,12 +319,10 @@ def _autorange(run: Callable[[int], Optional[float]], target: float) -> int:
 
 
 def measure(runners: Dict[str, Callable[[int], Optional[float]]], sample_time: float,
-            case_time: float, min_rounds: int, max_rounds: int, settle: float = 0.0) -> Dict[str, dict]:
+            case_time: float, min_rounds: int, max_rounds: int) -> Dict[str, dict]:
     """Median seconds per call of each runner, sampled round-robin. ``runner(k)``
     makes k calls; if it returns a number, that is the time to count (a runner
-    that idles between calls times the calls itself), else the wall time is.
-    ``settle``: seconds to sleep before each sample, so that threads another
-    runner left spinning (torch's OpenMP workers) are asleep again."""
+    that idles between calls times the calls itself), else the wall time is."""
     names = list(runners)
     calls = {}
     for name in names:
@@ -344,8 +342,6 @@ def measure(runners: Dict[str, Callable[[int], Optional[float]]], sample_time: f
             for j in range(len(names)):
                 name = names[(r + j) % len(names)]
                 k = calls[name]
-                if settle:
-                    time.sleep(settle)
                 t0 = time.perf_counter()
                 own = runners[name](k)
                 wall = time.perf_counter() - t0
@@ -442,14 +438,7 @@ def _close(a_list, b_list, dtype):
     return ok, worst
 
 
-#: seconds to sleep before each sample when torch runs with several threads: its
-#: OpenMP workers spin for milliseconds after each parallel region and would take
-#: the CPU from whatever is timed next
-TORCH_SETTLE = 0.02
-
-
-def run_case(key: str, dtype, n_tensors: int, n: int, prof: dict, torch, seed: int,
-             settle: float = 0.0) -> dict:
+def run_case(key: str, dtype, n_tensors: int, n: int, prof: dict, torch, seed: int) -> dict:
     """Build every implementation for one case, check them, time them."""
     import optimc
     label, cls_name, torch_name, hyper, (n_arrays, n_write) = OPTIMIZERS[key]
@@ -511,7 +500,7 @@ def run_case(key: str, dtype, n_tensors: int, n: int, prof: dict, torch, seed: i
             runners[name] = _torch_runner(topt)
 
     stats = measure(runners, prof["sample_time"], prof["case_time"], prof["min_rounds"],
-                    prof["max_rounds"], settle=settle)
+                    prof["max_rounds"])
     result["stats"] = stats
     ns = {name: s["median"] / total * 1e9 for name, s in stats.items()}
     result["ns_per_element"] = ns
@@ -627,8 +616,7 @@ def threads_big(n_threads: int, prof, torch, seed: int, n: int = 10 ** 7, thr: i
         except (TypeError, RuntimeError) as exc:  # pragma: no cover - depends on torch build
             print(f"  torch fused Adam unavailable: {exc}")
     stats = measure(runners, prof["sample_time"], max(prof["case_time"], 1.0),
-                    prof["min_rounds"] + 2, prof["max_rounds"],
-                    settle=TORCH_SETTLE if torch is not None and n_threads > 1 else 0.0)
+                    prof["min_rounds"] + 2, prof["max_rounds"])
     ns = {k: v["median"] / n * 1e9 for k, v in stats.items()}
     res = dict(optimizer="Adam", dtype="float32", n_elements=n, threads=n_threads,
                thread_threshold=thr, ns_per_element=ns, stats=stats,
@@ -1198,8 +1186,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for key in args.optimizers:
                 for dt in dtypes:
                     for n_tensors, n in sizes:
-                        r = run_case(key, DTYPES[dt], n_tensors, n, prof, torch, args.seed,
-                                     settle=TORCH_SETTLE if torch is not None and args.threads > 1 else 0.0)
+                        r = run_case(key, DTYPES[dt], n_tensors, n, prof, torch, args.seed)
                         results.append(r)
                         for impl, (ok, worst) in r["checks"].items():
                             if not ok:

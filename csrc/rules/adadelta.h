@@ -22,11 +22,13 @@ static void SFX(adadelta_prepare)(const optimc_hyper *h, optimc_tensor *x)
 static inline void SFX(adadelta_update)(const SFX(adadelta_coef) *c, T *p, T g,
                                         T *square_avg, T *acc_delta)
 {
-    g = SFX(grad_in)(&c->pre, g, p);
+    T theta = *p;   /* read once, written once */
+    g = SFX(grad_in)(&c->pre, g, &theta);
     *square_avg = *square_avg * c->rho + c->one_minus_rho * (g * g);
     T delta = SQRT(*acc_delta + c->eps) / SQRT(*square_avg + c->eps) * g;
     *acc_delta = *acc_delta * c->rho + c->one_minus_rho * (delta * delta);
-    *p = *p - c->lr * delta;
+    theta = theta - c->lr * delta;
+    *p = theta;
 }
 
 static void SFX(adadelta_kernel)(const optimc_tensor *x, size_t lo, size_t hi)

@@ -18,9 +18,11 @@ static void SFX(adagrad_prepare)(const optimc_hyper *h, optimc_tensor *x)
 
 static inline void SFX(adagrad_update)(const SFX(adagrad_coef) *c, T *p, T g, T *sum)
 {
-    g = SFX(grad_in)(&c->pre, g, p);
+    T theta = *p;   /* read once, written once */
+    g = SFX(grad_in)(&c->pre, g, &theta);
     *sum = *sum + g * g;
-    *p = *p - c->clr * (g / (SQRT(*sum) + c->eps));
+    theta = theta - c->clr * (g / (SQRT(*sum) + c->eps));
+    *p = theta;
 }
 
 static void SFX(adagrad_kernel)(const optimc_tensor *x, size_t lo, size_t hi)

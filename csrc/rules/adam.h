@@ -28,7 +28,8 @@ static void SFX(adam_prepare)(const optimc_hyper *h, optimc_tensor *x)
 static inline void SFX(adam_update)(const SFX(adam_coef) *c, T *p, T g,
                                     T *exp_avg, T *exp_avg_sq, T *max_exp_avg_sq)
 {
-    g = SFX(grad_in)(&c->pre, g, p);
+    T theta = *p;   /* read once, written once */
+    g = SFX(grad_in)(&c->pre, g, &theta);
     SFX(moments_update)(&c->moments, g, exp_avg, exp_avg_sq);
     T v = *exp_avg_sq;
     if (c->amsgrad) {
@@ -36,7 +37,8 @@ static inline void SFX(adam_update)(const SFX(adam_coef) *c, T *p, T g,
         v = *max_exp_avg_sq;
     }
     T denom = SQRT(v) / c->bias_correction2_sqrt + c->eps;
-    *p = *p - c->step_size * (*exp_avg / denom);
+    theta = theta - c->step_size * (*exp_avg / denom);
+    *p = theta;
 }
 
 static void SFX(adam_kernel)(const optimc_tensor *x, size_t lo, size_t hi)

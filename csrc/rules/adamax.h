@@ -20,11 +20,13 @@ static void SFX(adamax_prepare)(const optimc_hyper *h, optimc_tensor *x)
 
 static inline void SFX(adamax_update)(const SFX(adamax_coef) *c, T *p, T g, T *exp_avg, T *exp_inf)
 {
-    g = SFX(grad_in)(&c->pre, g, p);
+    T theta = *p;   /* read once, written once */
+    g = SFX(grad_in)(&c->pre, g, &theta);
     *exp_avg = SFX(lerp)(*exp_avg, g, c->moments.one_minus_beta1, c->moments.beta1);
     T decayed = *exp_inf * c->moments.beta2, fresh = ABS(g) + c->eps;
     *exp_inf = fresh > decayed ? fresh : decayed;
-    *p = *p - c->clr * (*exp_avg / *exp_inf);
+    theta = theta - c->clr * (*exp_avg / *exp_inf);
+    *p = theta;
 }
 
 static void SFX(adamax_kernel)(const optimc_tensor *x, size_t lo, size_t hi)

@@ -22,11 +22,13 @@ static void SFX(lion_prepare)(const optimc_hyper *h, optimc_tensor *x)
 
 static inline void SFX(lion_update)(const SFX(lion_coef) *c, T *p, T g, T *exp_avg)
 {
-    g = SFX(grad_in)(&c->pre, g, p);
+    T theta = *p;   /* read once, written once */
+    g = SFX(grad_in)(&c->pre, g, &theta);
     T direction = *exp_avg * c->beta1 + c->one_minus_beta1 * g;
     T sign = direction > 0 ? (T)1 : (direction < 0 ? (T)-1 : (T)0);
-    *p = *p - c->lr * sign;
+    theta = theta - c->lr * sign;
     *exp_avg = *exp_avg * c->beta2 + c->one_minus_beta2 * g;
+    *p = theta;
 }
 
 static void SFX(lion_kernel)(const optimc_tensor *x, size_t lo, size_t hi)

@@ -27,11 +27,13 @@ static void SFX(nadam_prepare)(const optimc_hyper *h, optimc_tensor *x)
 
 static inline void SFX(nadam_update)(const SFX(nadam_coef) *c, T *p, T g, T *exp_avg, T *exp_avg_sq)
 {
-    g = SFX(grad_in)(&c->pre, g, p);
+    T theta = *p;   /* read once, written once */
+    g = SFX(grad_in)(&c->pre, g, &theta);
     SFX(moments_update)(&c->moments, g, exp_avg, exp_avg_sq);
     T denom = SQRT(*exp_avg_sq / c->bias_correction2) + c->eps;
-    *p = *p - c->grad_step * (g / denom);
-    *p = *p - c->avg_step * (*exp_avg / denom);
+    theta = theta - c->grad_step * (g / denom);
+    theta = theta - c->avg_step * (*exp_avg / denom);
+    *p = theta;
 }
 
 static void SFX(nadam_kernel)(const optimc_tensor *x, size_t lo, size_t hi)

@@ -34,12 +34,14 @@ static void SFX(radam_prepare)(const optimc_hyper *h, optimc_tensor *x)
 
 static inline void SFX(radam_update)(const SFX(radam_coef) *c, T *p, T g, T *exp_avg, T *exp_avg_sq)
 {
-    g = SFX(grad_in)(&c->pre, g, p);
+    T theta = *p;   /* read once, written once */
+    g = SFX(grad_in)(&c->pre, g, &theta);
     SFX(moments_update)(&c->moments, g, exp_avg, exp_avg_sq);
     T step = *exp_avg / c->bias_correction1 * c->lr;
     if (c->rectified)
         step = step * (c->bias_correction2_sqrt / (SQRT(*exp_avg_sq) + c->eps)) * c->rect;
-    *p = *p - step;
+    theta = theta - step;
+    *p = theta;
 }
 
 static void SFX(radam_kernel)(const optimc_tensor *x, size_t lo, size_t hi)

@@ -28,7 +28,8 @@ static void SFX(rmsprop_prepare)(const optimc_hyper *h, optimc_tensor *x)
 static inline void SFX(rmsprop_update)(const SFX(rmsprop_coef) *c, T *p, T g,
                                        T *square_avg, T *momentum_buffer, T *grad_avg)
 {
-    g = SFX(grad_in)(&c->pre, g, p);
+    T theta = *p;   /* read once, written once */
+    g = SFX(grad_in)(&c->pre, g, &theta);
     *square_avg = *square_avg * c->alpha + c->one_minus_alpha * (g * g);
     T avg;
     if (c->centered) {
@@ -40,10 +41,11 @@ static inline void SFX(rmsprop_update)(const SFX(rmsprop_coef) *c, T *p, T g,
     }
     if (c->use_momentum) {
         *momentum_buffer = *momentum_buffer * c->momentum + g / avg;
-        *p = *p - c->lr * *momentum_buffer;
+        theta = theta - c->lr * *momentum_buffer;
     } else {
-        *p = *p - c->lr * (g / avg);
+        theta = theta - c->lr * (g / avg);
     }
+    *p = theta;
 }
 
 static void SFX(rmsprop_kernel)(const optimc_tensor *x, size_t lo, size_t hi)

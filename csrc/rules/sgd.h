@@ -25,12 +25,14 @@ static void SFX(sgd_prepare)(const optimc_hyper *h, optimc_tensor *x)
 
 static inline void SFX(sgd_update)(const SFX(sgd_coef) *c, T *p, T g, T *b)
 {
-    g = SFX(grad_in)(&c->pre, g, p);
+    T theta = *p;   /* read once, written once */
+    g = SFX(grad_in)(&c->pre, g, &theta);
     if (c->use_momentum) {
         *b = c->first ? g : *b * c->momentum + c->one_minus_dampening * g;
         g = c->nesterov ? g + c->momentum * *b : *b;
     }
-    *p = *p - c->lr * g;
+    theta = theta - c->lr * g;
+    *p = theta;
 }
 
 static void SFX(sgd_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
