@@ -126,7 +126,11 @@ static const optimc_aux *level_aux(void)
 /* ---- threads ---- */
 
 static int num_threads = 0;                 /* 0: not yet read */
-static size_t thread_threshold = 1u << 18;  /* elements; see docs/performance.md */
+/* Bytes a step moves (reads + writes) from which it is split over threads.
+ * Measured on our 2-core machine (docs/performance.md): two threads overtake
+ * one at about 8 MB moved when the step follows other work (its data cold);
+ * 12 MiB leaves a margin. */
+static size_t thread_threshold = 12u << 20;
 
 static int cpu_count(void)
 {
@@ -193,6 +197,7 @@ static void step_task(void *arg, int k, int n_workers)
 void optimc_step(int algorithm, const optimc_hyper *groups, optimc_tensor *tensors, size_t n_tensors)
 {
     step_job job = {level_table()[algorithm], tensors, n_tensors, 0};
+    size_t bytes = 0;
     int64_t prev_step = -1;
     double prev_mu = 0;
     for (size_t t = 0; t < n_tensors; t++) {
@@ -211,9 +216,12 @@ void optimc_step(int algorithm, const optimc_hyper *groups, optimc_tensor *tenso
             job.impl[x->dtype].prepare(&groups[x->group], x);
         }
         job.total += x->n;
+        /* param read+write, grad read, each state buffer read+write */
+        int n_state = (x->state[0] != NULL) + (x->state[1] != NULL) + (x->state[2] != NULL);
+        bytes += x->n * (x->dtype == OPTIMC_FLOAT32 ? 4 : 8) * (size_t)(3 + 2 * n_state);
     }
     int threads = optimc_get_num_threads();
-    if (threads > 1 && job.total >= thread_threshold) optimc_pool_run(step_task, &job, threads);
+    if (threads > 1 && bytes >= thread_threshold) optimc_pool_run(step_task, &job, threads);
     else step_task(&job, 0, 1);
 }
 
@@ -238,7 +246,8 @@ void optimc_stream(int dtype, void *const *arrays, int n_read, int n_write, size
 {
     stream_job job = {level_aux(), dtype, n_read, n_write, arrays, n};
     int threads = optimc_get_num_threads();
-    if (threads > 1 && n >= thread_threshold) optimc_pool_run(stream_task, &job, threads);
+    size_t bytes = n * (dtype == OPTIMC_FLOAT32 ? 4 : 8) * (size_t)(n_read + n_write);
+    if (threads > 1 && bytes >= thread_threshold) optimc_pool_run(stream_task, &job, threads);
     else stream_task(&job, 0, 1);
 }
 

@@ -1053,7 +1053,7 @@ static PyObject *mod_set_thread_threshold(PyObject *m, PyObject *arg)
     (void)m;
     Py_ssize_t n = PyLong_AsSsize_t(arg);
     if (n == -1 && PyErr_Occurred()) return NULL;
-    if (n < 0) return PyErr_Format(PyExc_ValueError, "n_elements: expected >= 0, got %zd", n);
+    if (n < 0) return PyErr_Format(PyExc_ValueError, "bytes: expected >= 0, got %zd", n);
     optimc_set_thread_threshold((size_t)n);
     Py_RETURN_NONE;
 }
@@ -1063,7 +1063,7 @@ static PyMethodDef module_methods[] = {
     {"config", mod_config, METH_NOARGS, "SIMD level, threads and build flags."},
     {"set_simd", mod_set_simd, METH_O, "Use a SIMD level no higher than the CPU's; returns it."},
     {"set_num_threads", mod_set_num_threads, METH_O, "Threads used for large steps."},
-    {"set_thread_threshold", mod_set_thread_threshold, METH_O, "Elements from which a step uses threads."},
+    {"set_thread_threshold", mod_set_thread_threshold, METH_O, "Bytes a step moves (reads + writes) from which it uses threads."},
     {"grad_norm", mod_grad_norm, METH_VARARGS, "(grads, norm_type[, writeable]) -> (total_norm, all_finite); writeable: also require writeable grads."},
     {"scale_clip", mod_scale_clip, METH_VARARGS, "(grads, mode, value): scale (0) or clamp (1) in place."},
     {"ema", mod_ema, METH_VARARGS, "(averages, params, weight): avg += weight * (param - avg)."},

@@ -89,12 +89,13 @@ int optimc_get_level(void);
 int optimc_set_level(int level);
 const char *optimc_level_name(int level);
 
-/* Threads: the number used for large steps, and the element count from
- * which a step is split over threads. */
+/* Threads: the number used for large steps, and the bytes a step moves
+ * (reads + writes of params, grads and state) from which it is split over
+ * threads. */
 int optimc_get_num_threads(void);
 void optimc_set_num_threads(int n);   /* n >= 1 */
 size_t optimc_get_thread_threshold(void);
-void optimc_set_thread_threshold(size_t n_elements);
+void optimc_set_thread_threshold(size_t bytes);
 
 /* optimc_stream: the roofline kernel. Reads n elements from each of the
  * n_read arrays and writes n elements to each of the first n_write of them

@@ -1169,7 +1169,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cfg = machine["config"]
         print(f"optimc bench: {machine.get('cpu_model', '?')}, {machine.get('cpus_usable', machine['cpu_count'])} "
               f"CPUs, {machine.get('memory_gib', '?')} GiB; simd={cfg['simd']} (cpu {cfg['cpu_simd']}), "
-              f"threads={args.threads}, thread_threshold={cfg['thread_threshold']}")
+              f"threads={args.threads}, thread_threshold={cfg['thread_threshold']} bytes")
         print(f"numpy {np.__version__}, torch {machine['torch'] or 'absent'}, python {machine['python']}")
         load = machine.get("loadavg_start")
         if load and load[0] > 0.5:

@@ -3,8 +3,8 @@ from . import _core
 
 
 def show_config(print_it=True):
-    """The SIMD level in use (and the CPU's best), thread count, the element
-    count from which a step is split over threads, and the compile flags.
+    """The SIMD level in use (and the CPU's best), thread count, the bytes a
+    step must move (reads + writes) to be split over threads, and the compile flags.
     Prints them and returns them as a dict."""
     cfg = _core.config()
     if print_it:

@@ -536,7 +536,7 @@ def test_fork_after_threaded_step_does_not_hang():
         pytest.skip("no fork on this platform")
     cfg = optimc.show_config(False)
     optimc.set_num_threads(2)
-    optimc._core.set_thread_threshold(1000)
+    optimc._core.set_thread_threshold(1)
     try:
         p = np.zeros(600_000, np.float32)
         optimc.Adam([p]).step([np.ones_like(p)])       # the parent's pool is running now
