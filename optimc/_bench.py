@@ -633,7 +633,7 @@ THRESHOLD_SIZES = (16384, 32768, 65536, 131072, 196608, 262144, 393216, 524288, 
 
 
 def threads_threshold(key: str, dtype, n_threads: int, sizes, prof, seed: int,
-                      default_thr: int = 1 << 18) -> dict:
+                      default_thr: int = 12 << 20) -> dict:
     """At each size: 1 thread, n_threads forced (threshold 0), and n_threads with the
     default threshold, back to back; and 1 thread vs n_threads forced for steps that
     follow an idle millisecond. Suggests the smallest size from which the split wins
@@ -657,7 +657,9 @@ def threads_threshold(key: str, dtype, n_threads: int, sizes, prof, seed: int,
                         prof["min_rounds"] + 2, prof["max_rounds"])
         t1, tf, td, t1i, tfi = (stats[k]["median"]
                                 for k in ("1", "forced", "default", "1 idle", "forced idle"))
-        rows.append(dict(optimizer=label, dtype=np.dtype(dtype).name, n_elements=n,
+        # what the engine compares with its threshold: param r/w, grad r, state r/w
+        moved = 3 * p.nbytes + 2 * opt.state_bytes
+        rows.append(dict(optimizer=label, dtype=np.dtype(dtype).name, n_elements=n, bytes_moved=moved,
                          ns_1=t1 / n * 1e9, ns_forced=tf / n * 1e9, ns_default=td / n * 1e9,
                          forced_over_1=tf / t1, default_over_1=td / t1,
                          ns_1_idle=t1i / n * 1e9, ns_forced_idle=tfi / n * 1e9,
@@ -671,8 +673,8 @@ def threads_threshold(key: str, dtype, n_threads: int, sizes, prof, seed: int,
         return None
     s_b2b, s_idle = smallest_winning("forced_over_1"), smallest_winning("forced_over_1_idle")
     suggested = None if s_b2b is None or s_idle is None else max(s_b2b, s_idle)
-    below = [r["default_over_1"] for r in rows if r["n_elements"] < default_thr]
-    above = [r["default_over_1"] for r in rows if r["n_elements"] >= default_thr]
+    below = [r["default_over_1"] for r in rows if r["bytes_moved"] < default_thr]
+    above = [r["default_over_1"] for r in rows if r["bytes_moved"] >= default_thr]
     return dict(optimizer=label, dtype=np.dtype(dtype).name, threads=n_threads,
                 default_threshold=default_thr, rows=rows, suggested_threshold=suggested,
                 suggested_back_to_back=s_b2b, suggested_after_idle=s_idle, idle_gap_s=IDLE_GAP,
