@@ -72,6 +72,7 @@ run at its own default learning rate (:meth:`Problem.lr_for` returns ``None`` th
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -104,7 +105,7 @@ def _as_dtype(dtype) -> np.dtype:
     return dt
 
 
-class Problem:
+class Problem(abc.ABC):
     """Base class: a differentiable objective with a starting point.
 
     Subclasses set the class attributes and implement :meth:`init` and
@@ -126,14 +127,14 @@ class Problem:
     #: Suitable learning rates per optimizer class name (see the module docstring).
     learning_rates: Mapping[str, float] = {}
 
+    @abc.abstractmethod
     def init(self, dtype=np.float64, seed: int = 0) -> Params:
         """Fresh starting parameters (a list of C-contiguous arrays of ``dtype``)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def loss_and_grad(self, params: Sequence[np.ndarray], rng=None) -> Tuple[float, Params]:
         """Loss and gradients at ``params`` (mini-batch if ``rng`` is given and the
         problem is stochastic, else exact). Gradients have the params' dtypes."""
-        raise NotImplementedError
 
     def loss(self, params: Sequence[np.ndarray]) -> float:
         """The exact (full-data) loss at ``params``."""
@@ -175,13 +176,13 @@ class Problem2D(Problem):
     #: Known minima as (x, y) points.
     minima: Tuple[Tuple[float, float], ...] = ()
 
+    @abc.abstractmethod
     def f(self, x, y):
         """The loss evaluated elementwise on arrays of x and y (for contour plots)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def fgrad(self, x, y):
         """(fx, fy), the partial derivatives, elementwise."""
-        raise NotImplementedError
 
     def init(self, dtype=np.float64, seed: int = 0) -> Params:
         return [np.array(self.start, dtype=_as_dtype(dtype))]

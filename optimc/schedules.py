@@ -244,8 +244,10 @@ class LRScheduler:
 
     # -- the rule -----------------------------------------------------------
     def get_lr(self):
-        """The learning rates for ``self.last_epoch``, one per param group."""
-        raise NotImplementedError
+        """The learning rates for ``self.last_epoch``, one per param group. Each rule
+        defines it; schedulers built from others (SequentialLR, ChainedScheduler,
+        ReduceLROnPlateau) override ``step`` instead and never call it."""
+        raise NotImplementedError(f"{type(self).__name__} defines no get_lr")
 
     def _closed_form_lr(self):
         """Closed-form lrs at ``self.last_epoch``, or None where there is none."""
@@ -406,7 +408,8 @@ class _ChainableLR(LRScheduler):
     """
 
     def _factor(self):
-        raise NotImplementedError
+        """The factor from the previous step's lr to this one's (each subclass's rule)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no _factor")
 
     def _closed_factor(self):
         return None
