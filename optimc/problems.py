@@ -127,6 +127,15 @@ class Problem(abc.ABC):
     #: Suitable learning rates per optimizer class name (see the module docstring).
     learning_rates: Mapping[str, float] = {}
 
+    _data_names: Tuple[str, ...] = ()   # the fixed float arrays _data casts
+
+    def _data(self, dt):
+        """The arrays named in ``_data_names``, cast to ``dt`` once per dtype."""
+        cache = self.__dict__.setdefault("_data_cache", {})
+        if dt not in cache:
+            cache[dt] = tuple(getattr(self, name).astype(dt) for name in self._data_names)
+        return cache[dt]
+
     @abc.abstractmethod
     def init(self, dtype=np.float64, seed: int = 0) -> Params:
         """Fresh starting parameters (a list of C-contiguous arrays of ``dtype``)."""
@@ -275,6 +284,7 @@ class IllConditionedQuadratic(Problem):
     θ* plus a standard normal vector drawn from ``seed``. Minimum 0 at θ*. A single
     parameter array.
     """
+    _data_names = ("A", "theta_star")
 
     name = "quadratic"
     description = "50-D quadratic, condition number 1e3 (rotated), min 0"
@@ -293,12 +303,6 @@ class IllConditionedQuadratic(Problem):
         self.A = (q * self.eigenvalues) @ q.T
         self.A = (self.A + self.A.T) / 2
         self.theta_star = rng.standard_normal(dim)
-        self._cache: Dict[np.dtype, Tuple[np.ndarray, np.ndarray]] = {}
-
-    def _data(self, dt):
-        if dt not in self._cache:
-            self._cache[dt] = (self.A.astype(dt), self.theta_star.astype(dt))
-        return self._cache[dt]
 
     def init(self, dtype=np.float64, seed: int = 0) -> Params:
         dt = _as_dtype(dtype)
@@ -338,6 +342,7 @@ class SparseLogisticRegression(Problem):
     The minimum is computed once, by Newton's method in float64, when the problem is
     constructed; the target is 1e-3 above it. Mini-batches of 32 examples.
     """
+    _data_names = ("X", "y")
 
     name = "sparse_logistic"
     description = "logistic regression, 100 sparse features, mostly rare; batch 32"
@@ -358,7 +363,6 @@ class SparseLogisticRegression(Problem):
         self.n, self.d = n, d
         self.X, self.y, self.freq = X, y, freq
         self.w_true = w_true
-        self._cache: Dict[np.dtype, Tuple[np.ndarray, np.ndarray]] = {}
         self.w_opt, self.b_opt = self._newton()
         self.min_loss = self._loss64(self.w_opt, self.b_opt)
         self.target_loss = self.min_loss + 1e-3
@@ -382,11 +386,6 @@ class SparseLogisticRegression(Problem):
             if np.max(np.abs(step)) < 1e-13:
                 break
         return beta[:-1].copy(), np.array(beta[-1])
-
-    def _data(self, dt):
-        if dt not in self._cache:
-            self._cache[dt] = (self.X.astype(dt), self.y.astype(dt))
-        return self._cache[dt]
 
     def init(self, dtype=np.float64, seed: int = 0) -> Params:
         dt = _as_dtype(dtype)
@@ -451,6 +450,7 @@ class SpiralMLP(Problem):
     (the best constant guess has loss ln 3 ≈ 1.10; at 0.1 nearly every point is
     classified correctly).
     """
+    _data_names = ("X", "Y")
 
     name = "spiral_mlp"
     description = "2-64-3 tanh MLP, softmax CE on 3 spirals (600 pts); batch 32"
@@ -468,12 +468,6 @@ class SpiralMLP(Problem):
         self.n = len(self.labels)
         self.n_classes = n_classes
         self.Y = np.eye(n_classes)[self.labels]
-        self._cache: Dict[np.dtype, Tuple[np.ndarray, np.ndarray]] = {}
-
-    def _data(self, dt):
-        if dt not in self._cache:
-            self._cache[dt] = (self.X.astype(dt), self.Y.astype(dt))
-        return self._cache[dt]
 
     def init(self, dtype=np.float64, seed: int = 0) -> Params:
         dt = _as_dtype(dtype)
