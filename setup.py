@@ -1,5 +1,6 @@
-"""Build optimc._core: the C kernels (csrc/) and their CPython binding."""
-import sys
+"""Build optimc._core: the C kernels (csrc/, plain C) and their CPython
+binding (csrc/binding/). POSIX only: the thread pool uses pthreads."""
+import glob
 
 import numpy as np
 from setuptools import Extension, setup
@@ -8,31 +9,22 @@ from setuptools import Extension, setup
 # Contraction off: no a*b+c fused behind our back, so every SIMD level and
 # every thread split computes the same bits.
 CFLAGS = ["-std=c11", "-O3", "-fno-math-errno", "-ffp-contract=off", "-fvisibility=hidden"]
-if sys.platform == "win32":
-    CFLAGS = ["/O2", "/fp:precise"]
 
-SOURCES = [
-    "csrc/module.c",
-    "csrc/engine.c",
-    "csrc/pool.c",
-    "csrc/kernels_baseline.c",
-    "csrc/kernels_avx2.c",
-    "csrc/kernels_avx512.c",
-]
+# The one list of C sources: the kernel library, then the binding.
+KERNEL_SOURCES = ["csrc/engine.c", "csrc/pool.c",
+                  "csrc/kernels_baseline.c", "csrc/kernels_avx2.c", "csrc/kernels_avx512.c"]
+BINDING_SOURCES = sorted(glob.glob("csrc/binding/*.c"))
 
 setup(
     ext_modules=[
         Extension(
             "optimc._core",
-            sources=SOURCES,
+            sources=KERNEL_SOURCES + BINDING_SOURCES,
             include_dirs=[np.get_include(), "csrc"],
-            depends=["csrc/optimc.h", "csrc/kernels.h", "csrc/kernels_impl.h", "csrc/pool.h"]
-            + [f"csrc/rules/{n}.h" for n in (
-                "all", "common", "aux", "sgd", "adagrad", "rmsprop", "adadelta",
-                "adam", "adamax", "nadam", "radam", "lion")],
+            depends=sorted(glob.glob("csrc/*.h") + glob.glob("csrc/rules/*.h") + glob.glob("csrc/binding/*.h")),
             extra_compile_args=CFLAGS,
             define_macros=[("OPTIMC_CFLAGS", '"' + " ".join(CFLAGS) + '"')],
-            libraries=["m"] if sys.platform != "win32" else [],
+            libraries=["m"],
         )
     ]
 )

@@ -11,33 +11,65 @@
 #include <sched.h>
 #endif
 
-/* ---- registry: names, state buffers and which options need them ---- */
+/* ---- the registry, generated from rules/all.h ---- */
 
-static unsigned mask_first(const optimc_hyper *h) { (void)h; return 1u; }
-static unsigned mask_first_two(const optimc_hyper *h) { (void)h; return 3u; }
-static unsigned mask_sgd(const optimc_hyper *h) { return h->momentum != 0 ? 1u : 0u; }
-static unsigned mask_rmsprop(const optimc_hyper *h)
-{
-    return 1u | (h->momentum > 0 ? 2u : 0u) | (h->centered ? 4u : 0u);
-}
-static unsigned mask_adam(const optimc_hyper *h) { return 3u | (h->amsgrad ? 4u : 0u); }
+#include "rules/describe.h"
+#include "rules/all.h"          /* the descriptions: <name>_HYPER, _STATE, _SCALARS */
 
-const optimc_algorithm optimc_algorithms[OPTIMC_N_ALGORITHMS] = {
-    [OPTIMC_SGD] = {"sgd", 1, {"momentum_buffer"}, mask_sgd},
-    [OPTIMC_ADAGRAD] = {"adagrad", 1, {"sum"}, mask_first},
-    [OPTIMC_RMSPROP] = {"rmsprop", 3, {"square_avg", "momentum_buffer", "grad_avg"}, mask_rmsprop},
-    [OPTIMC_ADADELTA] = {"adadelta", 2, {"square_avg", "acc_delta"}, mask_first_two},
-    [OPTIMC_ADAM] = {"adam", 3, {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}, mask_adam},
-    [OPTIMC_ADAMAX] = {"adamax", 2, {"exp_avg", "exp_inf"}, mask_first_two},
-    [OPTIMC_NADAM] = {"nadam", 2, {"exp_avg", "exp_avg_sq"}, mask_first_two},
-    [OPTIMC_RADAM] = {"radam", 2, {"exp_avg", "exp_avg_sq"}, mask_first_two},
-    [OPTIMC_LION] = {"lion", 1, {"exp_avg"}, mask_first},
+#define OPTIMC_NAME(f) #f,
+#define OPTIMC_STATE_NAME(s, needed, initial) #s,
+#define OPTIMC_STATE_NEED(s, needed, initial) if (needed) mask |= 1u << k; k++;
+#define OPTIMC_STATE_INIT(s, needed, initial) if (k == i++) return (double)(initial);
+#define OPTIMC_SCALAR_NAME(s, initial) #s,
+#define OPTIMC_SCALAR_INIT(s, initial) (initial),
+
+/* Per algorithm: which buffers options need, and their initial values. */
+#define OPTIMC_LIST(name) \
+    _Static_assert((0 name##_STATE(OPTIMC_ONE)) <= OPTIMC_MAX_STATE, #name ": too many state buffers"); \
+    _Static_assert((0 name##_SCALARS(OPTIMC_ONE)) <= OPTIMC_MAX_SCALARS, #name ": too many scalars"); \
+    static unsigned name##_state_mask(const optimc_hyper *hyper) \
+    { \
+        const name##_hyper *h = (const name##_hyper *)(const void *)hyper; \
+        unsigned mask = 0; int k = 0; \
+        (void)h; name##_STATE(OPTIMC_STATE_NEED) (void)k; \
+        return mask; \
+    } \
+    static double name##_state_init(const optimc_hyper *hyper, int k) \
+    { \
+        const name##_hyper *h = (const name##_hyper *)(const void *)hyper; \
+        int i = 0; \
+        (void)h; name##_STATE(OPTIMC_STATE_INIT) (void)i; \
+        return 0.0; \
+    }
+#include "rules/all.h"
+#undef OPTIMC_LIST
+
+#define OPTIMC_LIST(name) { \
+    #name, \
+    4 + (0 name##_HYPER(OPTIMC_ONE)), \
+    { "lr", "weight_decay", "maximize", "decoupled_weight_decay", name##_HYPER(OPTIMC_NAME) }, \
+    (0 name##_STATE(OPTIMC_ONE)), { name##_STATE(OPTIMC_STATE_NAME) }, \
+    (0 name##_SCALARS(OPTIMC_ONE)), { name##_SCALARS(OPTIMC_SCALAR_NAME) }, \
+    { name##_SCALARS(OPTIMC_SCALAR_INIT) }, \
+    name##_state_mask, name##_state_init },
+const optimc_algorithm optimc_algorithms[] = {
+#include "rules/all.h"
 };
+#undef OPTIMC_LIST
+const int optimc_n_algorithms = (int)(sizeof optimc_algorithms / sizeof optimc_algorithms[0]);
 
 int optimc_find_algorithm(const char *name)
 {
-    for (int a = 0; a < OPTIMC_N_ALGORITHMS; a++)
+    for (int a = 0; a < optimc_n_algorithms; a++)
         if (strcmp(optimc_algorithms[a].name, name) == 0) return a;
+    return -1;
+}
+
+int optimc_hyper_index(int algorithm, const char *name)
+{
+    const optimc_algorithm *alg = &optimc_algorithms[algorithm];
+    for (int k = 0; k < alg->n_hyper; k++)
+        if (strcmp(alg->hyper_names[k], name) == 0) return k;
     return -1;
 }
 
@@ -45,16 +77,20 @@ static size_t dtype_size(int dtype) { return dtype == OPTIMC_FLOAT32 ? 4 : 8; }
 
 void optimc_init_state(int algorithm, const optimc_hyper *h, optimc_tensor *x)
 {
-    for (int k = 0; k < OPTIMC_MAX_STATE; k++)
-        if (x->state[k]) memset(x->state[k], 0, x->n * dtype_size(x->dtype));
-    x->step = 0;
-    x->mu_product = 1.0;
-    if (algorithm == OPTIMC_ADAGRAD && h->initial_accumulator_value != 0) {
-        for (size_t i = 0; i < x->n; i++) {
-            if (x->dtype == OPTIMC_FLOAT32) ((float *)x->state[0])[i] = (float)h->initial_accumulator_value;
-            else ((double *)x->state[0])[i] = h->initial_accumulator_value;
+    const optimc_algorithm *alg = &optimc_algorithms[algorithm];
+    for (int k = 0; k < OPTIMC_MAX_STATE; k++) {
+        if (!x->state[k]) continue;
+        double v = alg->state_init(h, k);
+        if (v == 0.0) {
+            memset(x->state[k], 0, x->n * dtype_size(x->dtype));
+        } else if (x->dtype == OPTIMC_FLOAT32) {
+            for (size_t i = 0; i < x->n; i++) ((float *)x->state[k])[i] = (float)v;
+        } else {
+            for (size_t i = 0; i < x->n; i++) ((double *)x->state[k])[i] = v;
         }
     }
+    x->step = 0;
+    for (int s = 0; s < OPTIMC_MAX_SCALARS; s++) x->scalars[s] = s < alg->n_scalars ? alg->scalar_init[s] : 0.0;
 }
 
 /* ---- SIMD dispatch ---- */
@@ -194,31 +230,73 @@ static void step_task(void *arg, int k, int n_workers)
     }
 }
 
-void optimc_step(int algorithm, const optimc_hyper *groups, optimc_tensor *tensors, size_t n_tensors)
+/* The guard: the grads' global L2 norm and finiteness in one pass (in a
+ * fixed order, so every thread count sees the same norm), then the factor
+ * the grads are read with. Returns 1 if the step must be skipped. */
+static int apply_guard(const optimc_guard *guard, optimc_tensor *tensors, size_t n_tensors,
+                       optimc_step_report *report)
 {
+    double scale = 1.0, clip = guard ? guard->clip_value : 0.0;
+    if (guard && (guard->max_grad_norm > 0 || guard->skip_nonfinite)) {
+        const optimc_aux *aux = level_aux();
+        double sumsq = 0.0;
+        int finite = 1;
+        for (size_t t = 0; t < n_tensors; t++)
+            aux->grad_norm_acc[tensors[t].dtype](tensors[t].grad, 0, tensors[t].n, 2.0, &sumsq);
+        double norm = sqrt(sumsq);
+        if (!isfinite(sumsq))
+            for (size_t t = 0; t < n_tensors && finite; t++)
+                finite = aux->all_finite[tensors[t].dtype](tensors[t].grad, 0, tensors[t].n);
+        report->norm_measured = 1;
+        report->grad_norm = norm;
+        /* an overflowing norm of finite grads would clip them to zero: skip that too */
+        if (guard->skip_nonfinite && (!finite || !isfinite(norm))) return 1;
+        if (guard->max_grad_norm > 0) {
+            double coef = guard->max_grad_norm / (norm + 1e-6);
+            if (coef < 1.0) scale = coef;
+        }
+    }
+    for (size_t t = 0; t < n_tensors; t++) {
+        tensors[t].grad_scale = scale;
+        tensors[t].grad_clip = clip > 0 ? clip : 0.0;
+    }
+    return 0;
+}
+
+void optimc_step(int algorithm, const optimc_hyper *groups, optimc_tensor *tensors, size_t n_tensors,
+                 const optimc_guard *guard, optimc_step_report *report)
+{
+    optimc_step_report local;
+    if (!report) report = &local;
+    memset(report, 0, sizeof *report);
+    if (apply_guard(guard, tensors, n_tensors, report)) {
+        report->skipped = 1;
+        return;
+    }
     step_job job = {level_table()[algorithm], tensors, n_tensors, 0};
     size_t bytes = 0;
-    int64_t prev_step = -1;
-    double prev_mu = 0;
+    double prev_scalars[OPTIMC_MAX_SCALARS] = {0};   /* the previous tensor's, before its prepare */
     for (size_t t = 0; t < n_tensors; t++) {
         optimc_tensor *x = &tensors[t], *prev = t ? x - 1 : NULL;
-        /* prepare depends only on (group, dtype, step, mu_product, grad_scale):
-         * a tensor that shares them with the one before copies its constants */
-        int same = prev && prev->group == x->group && prev->dtype == x->dtype && prev_step == x->step
-                   && prev_mu == x->mu_product && prev->grad_scale == x->grad_scale;
-        prev_step = x->step;
-        prev_mu = x->mu_product;
+        /* prepare depends only on (group, dtype, step, scalars, grad scale and
+         * clip): a tensor that shares them with the one before copies its
+         * constants, and its scalars as they were after that prepare */
+        int same = prev && prev->group == x->group && prev->dtype == x->dtype && prev->step == x->step + 1
+                   && prev->grad_scale == x->grad_scale && prev->grad_clip == x->grad_clip
+                   && memcmp(prev_scalars, x->scalars, sizeof x->scalars) == 0;
+        memcpy(prev_scalars, x->scalars, sizeof x->scalars);
         x->step++;
         if (same) {
             memcpy(x->coef, prev->coef, sizeof x->coef);
-            x->mu_product = prev->mu_product;
+            memcpy(x->scalars, prev->scalars, sizeof x->scalars);
         } else {
             job.impl[x->dtype].prepare(&groups[x->group], x);
         }
         job.total += x->n;
         /* param read+write, grad read, each state buffer read+write */
-        int n_state = (x->state[0] != NULL) + (x->state[1] != NULL) + (x->state[2] != NULL);
-        bytes += x->n * (x->dtype == OPTIMC_FLOAT32 ? 4 : 8) * (size_t)(3 + 2 * n_state);
+        int n_state = 0;
+        for (int k = 0; k < OPTIMC_MAX_STATE; k++) n_state += x->state[k] != NULL;
+        bytes += x->n * dtype_size(x->dtype) * (size_t)(3 + 2 * n_state);
     }
     int threads = optimc_get_num_threads();
     if (threads > 1 && bytes >= thread_threshold) optimc_pool_run(step_task, &job, threads);

@@ -19,13 +19,14 @@ typedef struct {
     void (*ema[2])(void *avg, const void *param, size_t lo, size_t hi, double weight);
 } optimc_aux;
 
-extern const optimc_impl optimc_table_baseline[OPTIMC_N_ALGORITHMS][2];
+/* Indexed like optimc_algorithms (the order of rules/all.h), then by dtype. */
+extern const optimc_impl optimc_table_baseline[][2];
 extern const optimc_aux optimc_aux_baseline;
 #if defined(__x86_64__) && defined(__GNUC__)
 #define OPTIMC_HAVE_X86_LEVELS 1
-extern const optimc_impl optimc_table_avx2[OPTIMC_N_ALGORITHMS][2];
+extern const optimc_impl optimc_table_avx2[][2];
 extern const optimc_aux optimc_aux_avx2;
-extern const optimc_impl optimc_table_avx512[OPTIMC_N_ALGORITHMS][2];
+extern const optimc_impl optimc_table_avx512[][2];
 extern const optimc_aux optimc_aux_avx512;
 #endif
 #endif

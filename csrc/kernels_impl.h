@@ -9,18 +9,28 @@
 #include <math.h>
 #include "optimc.h"
 #include "kernels.h"
+#include "rules/describe.h"
+#include "rules/all.h"          /* the descriptions: each <name>_hyper */
 
-#define RULES \
-    RULE(OPTIMC_SGD, sgd) RULE(OPTIMC_ADAGRAD, adagrad) RULE(OPTIMC_RMSPROP, rmsprop) \
-    RULE(OPTIMC_ADADELTA, adadelta) RULE(OPTIMC_ADAM, adam) RULE(OPTIMC_ADAMAX, adamax) \
-    RULE(OPTIMC_NADAM, nadam) RULE(OPTIMC_RADAM, radam) RULE(OPTIMC_LION, lion)
+/* Per rule and type: its coefficients fit the tensor's scratch, and a
+ * prepare with the generic signature the table holds. */
+#define OPTIMC_WRAP(name) \
+    _Static_assert(sizeof(SFX(name##_coef)) <= OPTIMC_COEF_BYTES, \
+                   #name "_coef does not fit OPTIMC_COEF_BYTES"); \
+    static void SFX(name##_prepare_any)(const optimc_hyper *h, optimc_tensor *x) \
+    { SFX(name##_prepare)((const name##_hyper *)(const void *)h, x); }
 
 /* ---- float ---- */
 #define T float
 #define SFX(name) name##_f32
 #define SQRT sqrtf
 #define ABS fabsf
+#include "rules/common.h"
+#include "rules/around.h"
 #include "rules/all.h"
+#define OPTIMC_LIST OPTIMC_WRAP
+#include "rules/all.h"   /* a second time, in OPTIMC_LIST mode: the wrappers */
+#undef OPTIMC_LIST
 #undef T
 #undef SFX
 #undef SQRT
@@ -31,16 +41,23 @@
 #define SFX(name) name##_f64
 #define SQRT sqrt
 #define ABS fabs
+#include "rules/common.h"
+#include "rules/around.h"
 #include "rules/all.h"
+#define OPTIMC_LIST OPTIMC_WRAP
+#include "rules/all.h"
+#undef OPTIMC_LIST
 #undef T
 #undef SFX
 #undef SQRT
 #undef ABS
 
-#define RULE(id, name) [id] = { { name##_prepare_f32, name##_kernel_f32 }, \
-                                { name##_prepare_f64, name##_kernel_f64 } },
-const optimc_impl OPTIMC_TABLE[OPTIMC_N_ALGORITHMS][2] = { RULES };
-#undef RULE
+#define OPTIMC_LIST(name) { { name##_prepare_any_f32, name##_kernel_f32 }, \
+                            { name##_prepare_any_f64, name##_kernel_f64 } },
+const optimc_impl OPTIMC_TABLE[][2] = {
+#include "rules/all.h"
+};
+#undef OPTIMC_LIST
 
 const optimc_aux OPTIMC_AUX = {
     { stream_f32, stream_f64 },

@@ -3,6 +3,11 @@
  * A step takes a list of tensors (param, grad, state buffers, element count,
  * dtype, group index), the hyperparameters of every group, and updates each
  * tensor in place with one algorithm. Kernels never allocate and never fail.
+ *
+ * Algorithms are described once, in csrc/rules/<name>.h, and listed once, in
+ * csrc/rules/all.h; this header knows none of them by name. A caller finds an
+ * algorithm with optimc_find_algorithm and learns its hyperparameter fields
+ * and state buffers from its optimc_algorithm entry.
  */
 #ifndef OPTIMC_H
 #define OPTIMC_H
@@ -14,14 +19,6 @@
 extern "C" {
 #endif
 
-/* Algorithms with a kernel of their own. Momentum and NAG are SGD with
- * options; AdamW is Adam with decoupled decay. */
-typedef enum {
-    OPTIMC_SGD, OPTIMC_ADAGRAD, OPTIMC_RMSPROP, OPTIMC_ADADELTA, OPTIMC_ADAM,
-    OPTIMC_ADAMAX, OPTIMC_NADAM, OPTIMC_RADAM, OPTIMC_LION,
-    OPTIMC_N_ALGORITHMS
-} optimc_algorithm_id;
-
 typedef enum { OPTIMC_FLOAT32 = 0, OPTIMC_FLOAT64 = 1 } optimc_dtype;
 
 /* SIMD levels, lowest first; the kernels are compiled once per level. */
@@ -29,16 +26,22 @@ typedef enum {
     OPTIMC_BASELINE = 0, OPTIMC_AVX2 = 1, OPTIMC_AVX512 = 2, OPTIMC_N_LEVELS
 } optimc_level;
 
-/* The hyperparameters of one parameter group. Fields an algorithm does not
- * use are ignored. */
-typedef struct {
-    double lr, weight_decay, momentum, dampening, eps, beta1, beta2, alpha, rho,
-           lr_decay, momentum_decay, initial_accumulator_value;
-    int nesterov, maximize, centered, amsgrad, decoupled;
-} optimc_hyper;
+/* Bounds of the registry's tables (checked at compile time per algorithm). */
+#define OPTIMC_MAX_HYPER 16     /* hyperparameter fields, the 4 common ones included */
+#define OPTIMC_MAX_STATE 4      /* state buffers per tensor */
+#define OPTIMC_MAX_SCALARS 4    /* per-tensor scalar state (NAdam's mu_product, ...) */
+#define OPTIMC_COEF_BYTES 192   /* per-tensor scratch for a step's constants */
 
-#define OPTIMC_MAX_STATE 3
-#define OPTIMC_COEF_BYTES 192
+/* A step counter never exceeds this: the rules compute with t as a double,
+ * exact up to 2^53, and a step that would pass it is refused. */
+#define OPTIMC_MAX_STEP (INT64_C(1) << 53)
+
+/* One group's hyperparameters: field k is the algorithm's hyper_names[k].
+ * Every algorithm starts with lr, weight_decay, maximize and
+ * decoupled_weight_decay (flags are 0 or 1). */
+typedef struct {
+    double v[OPTIMC_MAX_HYPER];
+} optimc_hyper;
 
 /* One tensor: where its param, grad and state buffers are, and its scalar
  * state. `coef` is scratch the kernels fill once per step with that step's
@@ -51,36 +54,68 @@ typedef struct {
     int dtype;                      /* optimc_dtype */
     int group;                      /* index into the hyperparameter array */
     int64_t step;                   /* steps taken so far */
-    double mu_product;              /* NAdam's running product of μ_t; 1 at start */
+    double scalars[OPTIMC_MAX_SCALARS];  /* named by the algorithm's scalar_names */
     double grad_scale;              /* multiplies the grad (clipping); 1 normally */
+    double grad_clip;               /* clamps the grad to ±grad_clip when > 0 */
     _Alignas(16) unsigned char coef[OPTIMC_COEF_BYTES];
 } optimc_tensor;
 
-/* What the registry knows of one algorithm. */
+/* What the registry knows of one algorithm (from its rule file). */
 typedef struct {
     const char *name;
+    int n_hyper;
+    const char *hyper_names[OPTIMC_MAX_HYPER];
     int n_state;
-    const char *state_names[OPTIMC_MAX_STATE];
+    const char *state_names[OPTIMC_MAX_STATE];   /* as PyTorch names them */
+    int n_scalars;
+    const char *scalar_names[OPTIMC_MAX_SCALARS];
+    double scalar_init[OPTIMC_MAX_SCALARS];
     /* The state buffers (bit k = state_names[k]) that options `h` need. */
     unsigned (*state_mask)(const optimc_hyper *h);
+    /* The initial value of state buffer k under options `h`. */
+    double (*state_init)(const optimc_hyper *h, int k);
 } optimc_algorithm;
 
-extern const optimc_algorithm optimc_algorithms[OPTIMC_N_ALGORITHMS];
+/* The registry: optimc_algorithms[0 .. optimc_n_algorithms). */
+extern const optimc_algorithm optimc_algorithms[];
+extern const int optimc_n_algorithms;
 
-/* optimc_find_algorithm: the id of algorithm `name`, or -1. */
+/* optimc_find_algorithm: the index of algorithm `name`, or -1. */
 int optimc_find_algorithm(const char *name);
+/* optimc_hyper_index: the field index of hyperparameter `name`, or -1. */
+int optimc_hyper_index(int algorithm, const char *name);
 
-/* optimc_init_state: fill the state buffers of a tensor that has not stepped
- * yet (zeros, or Adagrad's initial_accumulator_value). */
+/* optimc_init_state: a tensor that has not stepped: step 0, scalars and the
+ * state buffers present (state[k] != NULL) at their initial values. */
 void optimc_init_state(int algorithm, const optimc_hyper *h, optimc_tensor *x);
 
-/* optimc_step: one optimizer step of `algorithm` over tensors[0..n_tensors).
- * Takes the group hyperparameters `groups` (indexed by tensor.group).
- * Increments every tensor's step, updates params and state in place.
- * Splits the work over the thread pool when the step is large enough; the
- * result is bit-identical for any thread count and any SIMD level. */
-void optimc_step(int algorithm, const optimc_hyper *groups,
-                 optimc_tensor *tensors, size_t n_tensors);
+/* Clipping and the non-finite guard, applied inside optimc_step.
+ *   max_grad_norm > 0: grads are read scaled by min(1, max/(‖g‖₂ + 1e-6))
+ *   clip_value > 0:    grads are read clamped to [−clip_value, clip_value]
+ *                      (after the norm scaling, as Keras orders them)
+ *   skip_nonfinite:    a step whose grads hold NaN/±Inf (or whose norm
+ *                      overflows) changes nothing. */
+typedef struct {
+    double max_grad_norm, clip_value;
+    int skip_nonfinite;
+} optimc_guard;
+
+/* What a step did: whether it was skipped, and the grads' global L2 norm
+ * (measured only when max_grad_norm or skip_nonfinite is on). */
+typedef struct {
+    int skipped, norm_measured;
+    double grad_norm;
+} optimc_step_report;
+
+/* optimc_step: one optimizer step of `algorithm` over tensors[0..n_tensors),
+ * with the group hyperparameters `groups` (indexed by tensor.group) and an
+ * optional guard (NULL: none). Increments every tensor's step and updates
+ * params and state in place, unless the guard skips the step. Splits the work
+ * over the thread pool when the step is large enough; the result is
+ * bit-identical for any thread count and any SIMD level. The caller ensures
+ * no tensor's step is at OPTIMC_MAX_STEP. `report` may be NULL. */
+void optimc_step(int algorithm, const optimc_hyper *groups, optimc_tensor *tensors,
+                 size_t n_tensors, const optimc_guard *guard, optimc_step_report *report);
 
 /* SIMD level: the best the CPU supports, and the one in use. */
 int optimc_cpu_level(void);

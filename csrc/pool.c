@@ -152,3 +152,15 @@ void optimc_pool_run(optimc_task task, void *arg, int n_workers)
     }
     pthread_mutex_unlock(&run_lock);
 }
+
+/* fork guard (placeholder until the pool rework lands) */
+static pthread_rwlock_t fork_rw = PTHREAD_RWLOCK_INITIALIZER;
+static unsigned long fork_gen;
+static void fg_prepare(void) { pthread_rwlock_wrlock(&fork_rw); }
+static void fg_parent(void) { pthread_rwlock_unlock(&fork_rw); }
+static void fg_child(void) { pthread_rwlock_t r = PTHREAD_RWLOCK_INITIALIZER; fork_rw = r; fork_gen++; }
+static pthread_once_t fg_once = PTHREAD_ONCE_INIT;
+static void fg_init(void) { pthread_atfork(fg_prepare, fg_parent, fg_child); }
+void optimc_fork_guard_enter(void) { pthread_once(&fg_once, fg_init); pthread_rwlock_rdlock(&fork_rw); }
+void optimc_fork_guard_leave(void) { pthread_rwlock_unlock(&fork_rw); }
+unsigned long optimc_fork_generation(void) { pthread_once(&fg_once, fg_init); return fork_gen; }

@@ -11,4 +11,12 @@ typedef void (*optimc_task)(void *arg, int worker, int n_workers);
  * share itself, so the result is the same either way. */
 void optimc_pool_run(optimc_task task, void *arg, int n_workers);
 
+/* The fork guard: optimc_fork_guard_enter/leave bracket a kernel run (many
+ * threads may be inside at once); fork() waits until none is, so a child never
+ * inherits a half-run step. The generation changes in every forked child, so
+ * a lock taken before the fork can be recognised as inherited. */
+void optimc_fork_guard_enter(void);
+void optimc_fork_guard_leave(void);
+unsigned long optimc_fork_generation(void);
+
 #endif

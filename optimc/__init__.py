@@ -6,17 +6,18 @@
     opt.step([gW])          # W changes in place, in one call into C
 """
 from . import _core
-from .optimizers import (ALL, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, Momentum, NAdam,
-                         NAG, Optimizer, ParamGroup, RAdam, RMSprop)
+from . import optimizers
+from .optimizers import ALL, Optimizer, ParamGroup
 from .toolkit import EMA, SWA, clip_grad_norm, clip_grad_value, grad_norm
 from .config import get_num_threads, set_num_threads, set_simd, show_config
 from . import problems, schedules
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "SGD", "Momentum", "NAG", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "Adamax", "NAdam",
-    "RAdam", "Lion", "Optimizer", "ParamGroup", "ALL",
+globals().update({cls.__name__: cls for cls in ALL})   # optimc.Adam, ... for every algorithm
+
+__all__ = [cls.__name__ for cls in ALL] + [
+    "Optimizer", "ParamGroup", "ALL",
     "clip_grad_norm", "clip_grad_value", "grad_norm", "EMA", "SWA",
     "show_config", "set_num_threads", "get_num_threads", "set_simd", "schedules", "problems",
 ]

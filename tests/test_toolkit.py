@@ -461,7 +461,7 @@ def test_clip_refuses_read_only(tool):
     ro.flags.writeable = False
     grads = [_good(), ro]
     before = copies(grads)
-    with pytest.raises(ValueError, match=r"grads\[1\].*writeable"):
+    with pytest.raises(ValueError, match=r"grads\[1\].*read-only"):
         TOOL_CALLS[tool](grads)
     assert_bitwise(grads, before, "grads")
 
@@ -1160,7 +1160,7 @@ def test_overflowing_norm_is_nonfinite():
 
 
 def test_clip_names_dict_entries_by_key():
-    with pytest.raises(TypeError, match=r"grads\['b'\]: expected float32 or float64, got int64"):
+    with pytest.raises(TypeError, match=r"grads\['b'\]: expected a float32 or float64 array.*got int64"):
         optimc.clip_grad_norm({"a": np.ones(2), "b": np.ones(2, np.int64)}, 1.0)
     with pytest.raises(TypeError, match="error_if_nonfinite"):
         optimc.clip_grad_norm([np.ones(2)], 1.0, error_if_nonfinite="no")

@@ -4,12 +4,20 @@
  *   u ← ρu + (1 − ρ)Δ²                  acc_delta
  *   θ ← θ − ηΔ
  */
+#if defined(OPTIMC_LIST)
+OPTIMC_LIST(adadelta)
+#elif !defined(T)
+#define adadelta_HYPER(F) F(rho) F(eps)
+#define adadelta_STATE(S) S(square_avg, 1, 0) S(acc_delta, 1, 0)
+#define adadelta_SCALARS(S) 
+OPTIMC_DESCRIBE(adadelta)
+#else
 typedef struct {
     SFX(pre_coef) pre;
     T lr, rho, one_minus_rho, eps;
 } SFX(adadelta_coef);
 
-static void SFX(adadelta_prepare)(const optimc_hyper *h, optimc_tensor *x)
+static void SFX(adadelta_prepare)(const adadelta_hyper *h, optimc_tensor *x)
 {
     SFX(adadelta_coef) *c = (SFX(adadelta_coef) *)x->coef;
     SFX(pre_prepare)(h, x, &c->pre);
@@ -37,3 +45,4 @@ static void SFX(adadelta_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
     OPTIMC_PTRS(x);
     for (size_t i = lo; i < hi; i++) SFX(adadelta_update)(&c, &p[i], g[i], &s0[i], &s1[i]);
 }
+#endif

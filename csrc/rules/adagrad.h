@@ -3,12 +3,20 @@
  *   G ← G + g²                          sum (starts at initial_accumulator_value)
  *   θ ← θ − η_t · g / (√G + ε)
  */
+#if defined(OPTIMC_LIST)
+OPTIMC_LIST(adagrad)
+#elif !defined(T)
+#define adagrad_HYPER(F) F(lr_decay) F(initial_accumulator_value) F(eps)
+#define adagrad_STATE(S) S(sum, 1, h->initial_accumulator_value)
+#define adagrad_SCALARS(S) 
+OPTIMC_DESCRIBE(adagrad)
+#else
 typedef struct {
     SFX(pre_coef) pre;
     T clr, eps;
 } SFX(adagrad_coef);
 
-static void SFX(adagrad_prepare)(const optimc_hyper *h, optimc_tensor *x)
+static void SFX(adagrad_prepare)(const adagrad_hyper *h, optimc_tensor *x)
 {
     SFX(adagrad_coef) *c = (SFX(adagrad_coef) *)x->coef;
     SFX(pre_prepare)(h, x, &c->pre);
@@ -31,3 +39,4 @@ static void SFX(adagrad_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
     OPTIMC_PTRS(x);
     for (size_t i = lo; i < hi; i++) SFX(adagrad_update)(&c, &p[i], g[i], &s0[i]);
 }
+#endif

@@ -6,6 +6,14 @@
  *   v̂ ← max(v̂, v) (amsgrad), else v̂ = v  max_exp_avg_sq
  *   θ ← θ − η/(1 − β₁ᵗ) · m / (√v̂ / √(1 − β₂ᵗ) + ε)
  */
+#if defined(OPTIMC_LIST)
+OPTIMC_LIST(adam)
+#elif !defined(T)
+#define adam_HYPER(F) F(beta1) F(beta2) F(eps) F(amsgrad)
+#define adam_STATE(S) S(exp_avg, 1, 0) S(exp_avg_sq, 1, 0) S(max_exp_avg_sq, h->amsgrad != 0, 0)
+#define adam_SCALARS(S) 
+OPTIMC_DESCRIBE(adam)
+#else
 typedef struct {
     SFX(pre_coef) pre;
     SFX(moments_coef) moments;
@@ -13,16 +21,16 @@ typedef struct {
     int amsgrad;
 } SFX(adam_coef);
 
-static void SFX(adam_prepare)(const optimc_hyper *h, optimc_tensor *x)
+static void SFX(adam_prepare)(const adam_hyper *h, optimc_tensor *x)
 {
     SFX(adam_coef) *c = (SFX(adam_coef) *)x->coef;
     double t = (double)x->step;
     SFX(pre_prepare)(h, x, &c->pre);
-    SFX(moments_prepare)(h, &c->moments);
+    SFX(moments_prepare)(h->beta1, h->beta2, &c->moments);
     c->step_size = (T)(h->lr / (1.0 - pow(h->beta1, t)));
     c->bias_correction2_sqrt = (T)sqrt(1.0 - pow(h->beta2, t));
     c->eps = (T)h->eps;
-    c->amsgrad = h->amsgrad;
+    c->amsgrad = h->amsgrad != 0;
 }
 
 static inline void SFX(adam_update)(const SFX(adam_coef) *c, T *p, T g,
@@ -50,3 +58,4 @@ static void SFX(adam_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
     else
         for (size_t i = lo; i < hi; i++) SFX(adam_update)(&c, &p[i], g[i], &s0[i], &s1[i], NULL);
 }
+#endif

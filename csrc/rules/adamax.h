@@ -3,17 +3,25 @@
  *   u ← max(β₂u, |g| + ε)               exp_inf
  *   θ ← θ − η/(1 − β₁ᵗ) · m/u
  */
+#if defined(OPTIMC_LIST)
+OPTIMC_LIST(adamax)
+#elif !defined(T)
+#define adamax_HYPER(F) F(beta1) F(beta2) F(eps)
+#define adamax_STATE(S) S(exp_avg, 1, 0) S(exp_inf, 1, 0)
+#define adamax_SCALARS(S) 
+OPTIMC_DESCRIBE(adamax)
+#else
 typedef struct {
     SFX(pre_coef) pre;
     SFX(moments_coef) moments;   /* exp_avg only; β₂ decays exp_inf */
     T clr, eps;
 } SFX(adamax_coef);
 
-static void SFX(adamax_prepare)(const optimc_hyper *h, optimc_tensor *x)
+static void SFX(adamax_prepare)(const adamax_hyper *h, optimc_tensor *x)
 {
     SFX(adamax_coef) *c = (SFX(adamax_coef) *)x->coef;
     SFX(pre_prepare)(h, x, &c->pre);
-    SFX(moments_prepare)(h, &c->moments);
+    SFX(moments_prepare)(h->beta1, h->beta2, &c->moments);
     c->clr = (T)(h->lr / (1.0 - pow(h->beta1, (double)x->step)));
     c->eps = (T)h->eps;
 }
@@ -35,3 +43,4 @@ static void SFX(adamax_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
     OPTIMC_PTRS(x);
     for (size_t i = lo; i < hi; i++) SFX(adamax_update)(&c, &p[i], g[i], &s0[i], &s1[i]);
 }
+#endif

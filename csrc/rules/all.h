@@ -1,5 +1,7 @@
-/* all.h — every rule, plus the auxiliary streaming kernels, for one T. */
-#include "common.h"
+/* all.h — THE list of algorithms: one line each, in registry order. Each
+ * rule file holds everything about its algorithm (see describe.h); the enum
+ * of C ids, the kernel tables and the registry are generated from this list,
+ * and the Python classes find their algorithm here by name. */
 #include "sgd.h"
 #include "adagrad.h"
 #include "rmsprop.h"
@@ -9,4 +11,3 @@
 #include "nadam.h"
 #include "radam.h"
 #include "lion.h"
-#include "aux.h"

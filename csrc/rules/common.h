@@ -3,21 +3,26 @@
  *
  * Every rule starts from the same grad preprocessing, in torch.optim's order:
  *   g ← s·g          s = −1 with maximize (and the clipping factor, if any)
+ *   g ← clamp(g, ±c) the guard's clip_value, if any
  *   g ← g + λθ       L2 weight decay
  *   θ ← θ(1 − ηλ)    decoupled weight decay (instead of L2)
  */
 typedef struct {
-    T grad_scale, l2, decay;
-    int has_l2, has_decay;
+    T grad_scale, clip, l2, decay;
+    int has_clip, has_l2, has_decay;
 } SFX(pre_coef);
 
-static inline void SFX(pre_prepare)(const optimc_hyper *h, const optimc_tensor *x,
-                                    SFX(pre_coef) *c)
+/* `hyper` is an algorithm's <name>_hyper, which starts with the common fields. */
+static inline void SFX(pre_prepare)(const void *hyper, const optimc_tensor *x, SFX(pre_coef) *c)
 {
+    const optimc_common_hyper *h = hyper;
     double wd = h->weight_decay;
-    c->grad_scale = (T)(h->maximize ? -x->grad_scale : x->grad_scale);
-    c->has_l2 = wd != 0 && !h->decoupled;
-    c->has_decay = wd != 0 && h->decoupled;
+    int decoupled = h->decoupled_weight_decay != 0;
+    c->grad_scale = (T)(h->maximize != 0 ? -x->grad_scale : x->grad_scale);
+    c->has_clip = x->grad_clip > 0;
+    c->clip = (T)x->grad_clip;
+    c->has_l2 = wd != 0 && !decoupled;
+    c->has_decay = wd != 0 && decoupled;
     c->l2 = (T)wd;
     c->decay = (T)(1.0 - h->lr * wd);
 }
@@ -25,6 +30,10 @@ static inline void SFX(pre_prepare)(const optimc_hyper *h, const optimc_tensor *
 static inline T SFX(grad_in)(const SFX(pre_coef) *c, T g, T *p)
 {
     g = g * c->grad_scale;
+    if (c->has_clip) {
+        g = g > c->clip ? c->clip : g;
+        g = g < -c->clip ? -c->clip : g;
+    }
     if (c->has_l2) g = g + c->l2 * *p;
     if (c->has_decay) *p = *p * c->decay;
     return g;
@@ -43,12 +52,12 @@ typedef struct {
     T one_minus_beta1, beta1, beta2, one_minus_beta2;
 } SFX(moments_coef);
 
-static inline void SFX(moments_prepare)(const optimc_hyper *h, SFX(moments_coef) *c)
+static inline void SFX(moments_prepare)(double beta1, double beta2, SFX(moments_coef) *c)
 {
-    c->one_minus_beta1 = (T)(1.0 - h->beta1);
+    c->one_minus_beta1 = (T)(1.0 - beta1);
     c->beta1 = (T)1 - c->one_minus_beta1;   /* lerp's complement, computed as torch does */
-    c->beta2 = (T)h->beta2;
-    c->one_minus_beta2 = (T)(1.0 - h->beta2);
+    c->beta2 = (T)beta2;
+    c->one_minus_beta2 = (T)(1.0 - beta2);
 }
 
 static inline void SFX(moments_update)(const SFX(moments_coef) *c, T g, T *exp_avg, T *exp_avg_sq)
@@ -65,4 +74,5 @@ static inline void SFX(moments_update)(const SFX(moments_coef) *c, T g, T *exp_a
     T *restrict s0 = (T *)(x)->state[0]; \
     T *restrict s1 = (T *)(x)->state[1]; \
     T *restrict s2 = (T *)(x)->state[2]; \
-    (void)s0; (void)s1; (void)s2
+    T *restrict s3 = (T *)(x)->state[3]; \
+    (void)s0; (void)s1; (void)s2; (void)s3

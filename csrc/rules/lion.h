@@ -4,12 +4,20 @@
  *   θ ← θ(1 − ηλ) − η·sign(c)
  *   m ← β₂m + (1 − β₂)g                 exp_avg
  */
+#if defined(OPTIMC_LIST)
+OPTIMC_LIST(lion)
+#elif !defined(T)
+#define lion_HYPER(F) F(beta1) F(beta2)
+#define lion_STATE(S) S(exp_avg, 1, 0)
+#define lion_SCALARS(S) 
+OPTIMC_DESCRIBE(lion)
+#else
 typedef struct {
     SFX(pre_coef) pre;
     T lr, beta1, one_minus_beta1, beta2, one_minus_beta2;
 } SFX(lion_coef);
 
-static void SFX(lion_prepare)(const optimc_hyper *h, optimc_tensor *x)
+static void SFX(lion_prepare)(const lion_hyper *h, optimc_tensor *x)
 {
     SFX(lion_coef) *c = (SFX(lion_coef) *)x->coef;
     SFX(pre_prepare)(h, x, &c->pre);
@@ -37,3 +45,4 @@ static void SFX(lion_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
     OPTIMC_PTRS(x);
     for (size_t i = lo; i < hi; i++) SFX(lion_update)(&c, &p[i], g[i], &s0[i]);
 }
+#endif

@@ -6,6 +6,14 @@
  *             θ ← θ − m̂·η·(√(1 − β₂ᵗ)/(√v + ε))·r
  *   else:     θ ← θ − m̂·η            (an un-adapted momentum step)
  */
+#if defined(OPTIMC_LIST)
+OPTIMC_LIST(radam)
+#elif !defined(T)
+#define radam_HYPER(F) F(beta1) F(beta2) F(eps)
+#define radam_STATE(S) S(exp_avg, 1, 0) S(exp_avg_sq, 1, 0)
+#define radam_SCALARS(S) 
+OPTIMC_DESCRIBE(radam)
+#else
 typedef struct {
     SFX(pre_coef) pre;
     SFX(moments_coef) moments;
@@ -14,7 +22,7 @@ typedef struct {
     int rectified;
 } SFX(radam_coef);
 
-static void SFX(radam_prepare)(const optimc_hyper *h, optimc_tensor *x)
+static void SFX(radam_prepare)(const radam_hyper *h, optimc_tensor *x)
 {
     SFX(radam_coef) *c = (SFX(radam_coef) *)x->coef;
     double t = (double)x->step;
@@ -22,7 +30,7 @@ static void SFX(radam_prepare)(const optimc_hyper *h, optimc_tensor *x)
     double rho_inf = 2.0 / (1.0 - h->beta2) - 1.0;
     double rho_t = rho_inf - 2.0 * t * pow(h->beta2, t) / bias_correction2;
     SFX(pre_prepare)(h, x, &c->pre);
-    SFX(moments_prepare)(h, &c->moments);
+    SFX(moments_prepare)(h->beta1, h->beta2, &c->moments);
     c->bias_correction1 = (T)(1.0 - pow(h->beta1, t));
     c->bias_correction2_sqrt = (T)sqrt(bias_correction2);
     c->lr = (T)h->lr;
@@ -50,3 +58,4 @@ static void SFX(radam_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
     OPTIMC_PTRS(x);
     for (size_t i = lo; i < hi; i++) SFX(radam_update)(&c, &p[i], g[i], &s0[i], &s1[i]);
 }
+#endif

@@ -6,13 +6,21 @@
  *   b ← μb + g/r;  θ ← θ − ηb           momentum_buffer (momentum μ > 0)
  *   θ ← θ − η g/r                       (momentum 0)
  */
+#if defined(OPTIMC_LIST)
+OPTIMC_LIST(rmsprop)
+#elif !defined(T)
+#define rmsprop_HYPER(F) F(alpha) F(eps) F(momentum) F(centered)
+#define rmsprop_STATE(S) S(square_avg, 1, 0) S(momentum_buffer, h->momentum > 0, 0) S(grad_avg, h->centered != 0, 0)
+#define rmsprop_SCALARS(S) 
+OPTIMC_DESCRIBE(rmsprop)
+#else
 typedef struct {
     SFX(pre_coef) pre;
     T lr, alpha, one_minus_alpha, momentum, eps;
     int centered, use_momentum;
 } SFX(rmsprop_coef);
 
-static void SFX(rmsprop_prepare)(const optimc_hyper *h, optimc_tensor *x)
+static void SFX(rmsprop_prepare)(const rmsprop_hyper *h, optimc_tensor *x)
 {
     SFX(rmsprop_coef) *c = (SFX(rmsprop_coef) *)x->coef;
     SFX(pre_prepare)(h, x, &c->pre);
@@ -21,7 +29,7 @@ static void SFX(rmsprop_prepare)(const optimc_hyper *h, optimc_tensor *x)
     c->one_minus_alpha = (T)(1.0 - h->alpha);
     c->momentum = (T)h->momentum;
     c->eps = (T)h->eps;
-    c->centered = h->centered;
+    c->centered = h->centered != 0;
     c->use_momentum = h->momentum > 0;
 }
 
@@ -61,3 +69,4 @@ static void SFX(rmsprop_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
     else
         for (size_t i = lo; i < hi; i++) SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], NULL, NULL);
 }
+#endif

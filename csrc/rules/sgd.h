@@ -5,13 +5,21 @@
  *   d ← g + μb (nesterov), else d ← b             (d ← g without momentum)
  *   θ ← θ − ηd
  */
+#if defined(OPTIMC_LIST)
+OPTIMC_LIST(sgd)
+#elif !defined(T)
+#define sgd_HYPER(F) F(momentum) F(dampening) F(nesterov)
+#define sgd_STATE(S) S(momentum_buffer, h->momentum != 0, 0)
+#define sgd_SCALARS(S) 
+OPTIMC_DESCRIBE(sgd)
+#else
 typedef struct {
     SFX(pre_coef) pre;
     T lr, momentum, one_minus_dampening;
     int use_momentum, first, nesterov;
 } SFX(sgd_coef);
 
-static void SFX(sgd_prepare)(const optimc_hyper *h, optimc_tensor *x)
+static void SFX(sgd_prepare)(const sgd_hyper *h, optimc_tensor *x)
 {
     SFX(sgd_coef) *c = (SFX(sgd_coef) *)x->coef;
     SFX(pre_prepare)(h, x, &c->pre);
@@ -20,7 +28,7 @@ static void SFX(sgd_prepare)(const optimc_hyper *h, optimc_tensor *x)
     c->one_minus_dampening = (T)(1.0 - h->dampening);
     c->use_momentum = h->momentum != 0;
     c->first = x->step == 1;
-    c->nesterov = h->nesterov;
+    c->nesterov = h->nesterov != 0;
 }
 
 static inline void SFX(sgd_update)(const SFX(sgd_coef) *c, T *p, T g, T *b)
@@ -44,3 +52,4 @@ static void SFX(sgd_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
     else
         for (size_t i = lo; i < hi; i++) SFX(sgd_update)(&c, &p[i], g[i], NULL);
 }
+#endif

@@ -1,7 +1,7 @@
 /* test_kernels.c — exercises the kernel library from C, without Python.
  * Build and run (tests/test_c_kernels.py does this):
  *   cc -std=c11 -O2 -ffp-contract=off -fno-math-errno -I../../csrc test_kernels.c \
- *      ../../csrc/{engine,pool,kernels_baseline,kernels_avx2,kernels_avx512}.c -lm -lpthread
+ *      <the KERNEL_SOURCES of setup.py> -lm -lpthread
  * Prints "N passed, M failed" and exits non-zero on a failure. */
 #include <math.h>
 #include <stdio.h>
@@ -12,11 +12,20 @@
 static int passed, failed;
 #define CHECK(cond, ...) do { if (cond) passed++; else { failed++; printf("FAIL: " __VA_ARGS__); printf("\n"); } } while (0)
 
+/* Set hyperparameter `name` of algorithm `a` in h, if the algorithm has it. */
+static int set(int a, optimc_hyper *h, const char *name, double v)
+{
+    int k = optimc_hyper_index(a, name);
+    if (k >= 0) h->v[k] = v;
+    return k >= 0;
+}
+
 static optimc_hyper adam_hyper(void)
 {
+    int a = optimc_find_algorithm("adam");
     optimc_hyper h;
     memset(&h, 0, sizeof h);
-    h.lr = 1e-3; h.beta1 = 0.9; h.beta2 = 0.999; h.eps = 1e-8;
+    set(a, &h, "lr", 1e-3); set(a, &h, "beta1", 0.9); set(a, &h, "beta2", 0.999); set(a, &h, "eps", 1e-8);
     return h;
 }
 
@@ -28,8 +37,8 @@ static void test_adam_first_step(void)
     optimc_tensor x;
     memset(&x, 0, sizeof x);
     x.param = &p; x.grad = &g; x.state[0] = &m; x.state[1] = &v; x.n = 1;
-    x.dtype = OPTIMC_FLOAT64; x.grad_scale = 1.0; x.mu_product = 1.0;
-    optimc_step(OPTIMC_ADAM, &h, &x, 1);
+    x.dtype = OPTIMC_FLOAT64; x.grad_scale = 1.0;
+    optimc_step(optimc_find_algorithm("adam"), &h, &x, 1, NULL, NULL);
     /* t = 1: m = 0.05, v = 0.00025, m̂ = 0.5, √v̂ = 0.5, θ = 1 − 1e-3·0.5/(0.5 + 1e-8) */
     double want = 1.0 - (1e-3 / (1 - 0.9)) * (0.05 / (sqrt(0.00025) / sqrt(1 - 0.999) + 1e-8));
     CHECK(fabs(p - want) < 1e-15, "adam first step: got %.17g want %.17g", p, want);
@@ -40,15 +49,45 @@ static void test_adam_first_step(void)
 /* SGD without momentum: θ ← θ − ηg exactly. */
 static void test_sgd_plain(void)
 {
+    int sgd = optimc_find_algorithm("sgd");
     optimc_hyper h;
     memset(&h, 0, sizeof h);
-    h.lr = 0.25;
+    set(sgd, &h, "lr", 0.25);
     float p[5] = {1, 2, 3, 4, 5}, g[5] = {4, 4, 4, 4, -4};
     optimc_tensor x;
     memset(&x, 0, sizeof x);
     x.param = p; x.grad = g; x.n = 5; x.dtype = OPTIMC_FLOAT32; x.grad_scale = 1.0;
-    optimc_step(OPTIMC_SGD, &h, &x, 1);
+    optimc_step(sgd, &h, &x, 1, NULL, NULL);
     CHECK(p[0] == 0 && p[3] == 3 && p[4] == 6, "sgd: %g %g %g", p[0], p[3], p[4]);
+}
+
+/* The guard below the binding: norm clipping, value clipping, skipping. */
+static void test_guard(void)
+{
+    int sgd = optimc_find_algorithm("sgd");
+    optimc_hyper h;
+    memset(&h, 0, sizeof h);
+    set(sgd, &h, "lr", 1.0);
+    double p[2] = {0, 0}, g[2] = {3, 4};
+    optimc_tensor x;
+    memset(&x, 0, sizeof x);
+    x.param = p; x.grad = g; x.n = 2; x.dtype = OPTIMC_FLOAT64;
+    optimc_guard guard = {1.0, 0.0, 0};
+    optimc_step_report report;
+    optimc_step(sgd, &h, &x, 1, &guard, &report);
+    /* ‖g‖ = 5: read as g·1/(5 + 1e-6) */
+    double f = 1.0 / (5.0 + 1e-6);
+    CHECK(report.norm_measured && report.grad_norm == 5.0 && !report.skipped, "norm %g", report.grad_norm);
+    CHECK(p[0] == -(3 * f) && p[1] == -(4 * f), "clipped step %.17g %.17g", p[0], p[1]);
+    guard = (optimc_guard){0.0, 2.0, 0};
+    p[0] = p[1] = 0;
+    optimc_step(sgd, &h, &x, 1, &guard, &report);
+    CHECK(p[0] == -2 && p[1] == -2 && !report.norm_measured, "value clip %g %g", p[0], p[1]);
+    guard = (optimc_guard){0.0, 0.0, 1};
+    g[1] = INFINITY;
+    int64_t step = x.step;
+    optimc_step(sgd, &h, &x, 1, &guard, &report);
+    CHECK(report.skipped && p[0] == -2 && x.step == step, "non-finite skipped %d", report.skipped);
 }
 
 /* Run `algorithm` for a few steps on several tensors; returns the params. */
@@ -59,17 +98,22 @@ static double *run(int algorithm, int level, int threads, size_t threshold)
     size_t total = 0;
     for (int t = 0; t < NT; t++) total += sizes[t];
     double *p = malloc(total * sizeof(double)), *g = malloc(total * sizeof(double));
-    double *s = calloc(3 * total, sizeof(double));
+    double *s = calloc(OPTIMC_MAX_STATE * total, sizeof(double));
     for (size_t i = 0; i < total; i++) { p[i] = sin((double)i); g[i] = cos(0.37 * (double)i); }
-    optimc_hyper h = adam_hyper();
-    h.momentum = 0.9; h.alpha = 0.9; h.rho = 0.9; h.momentum_decay = 4e-3; h.weight_decay = 0.01;
-    h.amsgrad = 1; h.centered = 1; h.lr_decay = 0.01;
+    optimc_hyper h;
+    memset(&h, 0, sizeof h);
+    /* every option of every algorithm on, where the algorithm has it */
+    static const char *names[] = {"lr", "beta1", "beta2", "eps", "momentum", "alpha", "rho", "momentum_decay",
+                                  "weight_decay", "amsgrad", "centered", "lr_decay"};
+    static const double values[] = {1e-3, 0.9, 0.999, 1e-8, 0.9, 0.9, 0.9, 4e-3, 0.01, 1, 1, 0.01};
+    for (size_t k = 0; k < sizeof values / sizeof values[0]; k++) set(algorithm, &h, names[k], values[k]);
     optimc_tensor x[NT];
     memset(x, 0, sizeof x);
     size_t off = 0;
     for (int t = 0; t < NT; t++) {
         x[t].param = p + off; x[t].grad = g + off; x[t].n = sizes[t]; x[t].dtype = OPTIMC_FLOAT64;
-        for (int k = 0; k < 3; k++) x[t].state[k] = s + k * total + off;
+        unsigned mask = optimc_algorithms[algorithm].state_mask(&h);
+        for (int k = 0; k < OPTIMC_MAX_STATE; k++) x[t].state[k] = (mask >> k & 1) ? s + k * total + off : NULL;
         x[t].grad_scale = 1.0;
         optimc_init_state(algorithm, &h, &x[t]);
         off += sizes[t];
@@ -77,7 +121,7 @@ static double *run(int algorithm, int level, int threads, size_t threshold)
     optimc_set_level(level);
     optimc_set_num_threads(threads);
     optimc_set_thread_threshold(threshold);
-    for (int k = 0; k < 5; k++) optimc_step(algorithm, &h, x, NT);
+    for (int k = 0; k < 5; k++) optimc_step(algorithm, &h, x, NT, NULL, NULL);
     free(g);
     free(s);
     return p;
@@ -86,7 +130,7 @@ static double *run(int algorithm, int level, int threads, size_t threshold)
 /* Every SIMD level and thread count gives the same bits. */
 static void test_identical_everywhere(void)
 {
-    for (int a = 0; a < OPTIMC_N_ALGORITHMS; a++) {
+    for (int a = 0; a < optimc_n_algorithms; a++) {
         double *ref = run(a, OPTIMC_BASELINE, 1, (size_t)-1);
         for (int level = 0; level <= optimc_cpu_level(); level++) {
             for (int threads = 1; threads <= 3; threads++) {
@@ -102,12 +146,31 @@ static void test_identical_everywhere(void)
 
 static void test_registry(void)
 {
-    CHECK(optimc_find_algorithm("adam") == OPTIMC_ADAM, "find adam");
+    int adam = optimc_find_algorithm("adam");
+    CHECK(adam >= 0 && strcmp(optimc_algorithms[adam].name, "adam") == 0, "find adam");
     CHECK(optimc_find_algorithm("nope") == -1, "find unknown");
+    CHECK(optimc_hyper_index(adam, "beta1") >= 4 && optimc_hyper_index(adam, "betas") == -1, "adam fields");
     optimc_hyper h = adam_hyper();
-    CHECK(optimc_algorithms[OPTIMC_ADAM].state_mask(&h) == 3u, "adam mask");
-    h.amsgrad = 1;
-    CHECK(optimc_algorithms[OPTIMC_ADAM].state_mask(&h) == 7u, "amsgrad mask");
+    CHECK(optimc_algorithms[adam].state_mask(&h) == 3u, "adam mask");
+    set(adam, &h, "amsgrad", 1);
+    CHECK(optimc_algorithms[adam].state_mask(&h) == 7u, "amsgrad mask");
+    /* every algorithm starts with the common fields, and names its state */
+    static const char *common[] = {"lr", "weight_decay", "maximize", "decoupled_weight_decay"};
+    for (int a = 0; a < optimc_n_algorithms; a++) {
+        const optimc_algorithm *alg = &optimc_algorithms[a];
+        for (int k = 0; k < 4; k++)
+            CHECK(strcmp(alg->hyper_names[k], common[k]) == 0, "%s field %d is %s", alg->name, k, alg->hyper_names[k]);
+        for (int k = 0; k < alg->n_state; k++) CHECK(alg->state_names[k] != NULL, "%s state %d named", alg->name, k);
+    }
+    int adagrad = optimc_find_algorithm("adagrad");
+    memset(&h, 0, sizeof h);
+    set(adagrad, &h, "initial_accumulator_value", 0.5);
+    float p = 0, sum = -1;
+    optimc_tensor x;
+    memset(&x, 0, sizeof x);
+    x.param = &p; x.n = 1; x.dtype = OPTIMC_FLOAT32; x.state[0] = &sum; x.step = 7;
+    optimc_init_state(adagrad, &h, &x);
+    CHECK(sum == 0.5f && x.step == 0, "adagrad initial accumulator %g", sum);
 }
 
 static void test_grad_stats(void)
@@ -129,6 +192,7 @@ int main(void)
     test_registry();
     test_adam_first_step();
     test_sgd_plain();
+    test_guard();
     test_grad_stats();
     test_identical_everywhere();
     printf("%d passed, %d failed\n", passed, failed);

@@ -1,0 +1,103 @@
+/* binding.h — what the files of optimc._core share (CPython/NumPy side).
+ *
+ *   arrays.c      array checks (written once), labels, the memory-region map
+ *   engine_type.c the Engine type: params, groups, hyperparameters, the step
+ *   checkpoint.c  state views, snapshots and loading state
+ *   module.c      module functions (config, threads, clipping helpers) and init
+ *
+ * Every check runs with the GIL held and before anything is written; only the
+ * kernels run without the GIL, under the engine's lock, on memory the engine
+ * holds references to for the whole call.
+ */
+#ifndef OPTIMC_BINDING_H
+#define OPTIMC_BINDING_H
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pythread.h>
+#define NPY_TARGET_VERSION NPY_1_23_API_VERSION
+#define NPY_NO_DEPRECATED_API NPY_1_23_API_VERSION
+#define PY_ARRAY_UNIQUE_SYMBOL optimc_ARRAY_API
+#ifndef OPTIMC_BINDING_IMPORTS_ARRAY
+#define NO_IMPORT_ARRAY
+#endif
+#include <numpy/arrayobject.h>
+#include "optimc.h"
+
+/* A piece of memory the optimizer writes: a param or a tensor's state block.
+ * Kept sorted by address; pieces never overlap. */
+typedef struct {
+    const char *lo, *hi;
+    Py_ssize_t tensor;
+    int is_state;
+} region;
+
+typedef struct {
+    PyObject_HEAD
+    int algorithm;               /* -1 until _init_engine */
+    const optimc_algorithm *alg;
+    Py_ssize_t n_tensors, cap_tensors;
+    optimc_tensor *tensors;
+    PyArrayObject **params;      /* owned references */
+    PyObject **shapes;           /* owned: each param's shape as handed over */
+    PyObject **held;             /* owned during a step: the grads being read */
+    void **blocks;               /* each tensor's state allocation */
+    size_t *block_bytes;
+    unsigned *masks;             /* each tensor's allocated state buffers */
+    region *regions;             /* 2 per tensor at most, sorted */
+    Py_ssize_t n_regions;
+    PyObject *names;             /* list of str, or NULL for positional params */
+    Py_ssize_t n_groups, cap_groups;
+    optimc_hyper *groups;
+    PyObject **lr_fns;           /* per group: a callable lr, or NULL */
+    long long n_steps;           /* steps taken (skipped ones excluded) */
+    long long skipped_steps;
+    optimc_guard guard;
+    double last_grad_norm;       /* valid once norm_measured */
+    int norm_measured;
+    PyThread_type_lock lock;
+    int locked;
+    unsigned long owner;
+    unsigned long lock_fork_generation;
+} Engine;
+
+/* ---- arrays.c ---- */
+typedef enum { ARRAY_OK, ARRAY_NOT_ARRAY, ARRAY_BAD_DTYPE, ARRAY_BAD_LAYOUT, ARRAY_READ_ONLY } array_problem;
+/* What is wrong with `o` as a native float32/float64, C-contiguous, aligned
+ * (and, with `writeable`, writeable) ndarray; its optimc dtype on success. */
+array_problem array_check(PyObject *o, int writeable, int *dtype);
+/* Raise the error for `problem`, prefixed by `label` (a str). */
+void array_raise(array_problem problem, PyObject *o, PyObject *label);
+int typenum_of(int dtype);
+const char *dtype_name(int dtype);
+size_t itemsize_of(int dtype);
+size_t nbytes_of(const optimc_tensor *x);
+/* "grads[3]" or "grads['W']" as a new str */
+PyObject *engine_label(Engine *self, const char *what, Py_ssize_t i);
+void engine_raise(Engine *self, PyObject *exc, const char *what, Py_ssize_t i, const char *fmt, ...);
+/* The region that [p, p + n) overlaps, or NULL. */
+const region *regions_find(const Engine *self, const void *p, size_t n);
+int regions_insert(Engine *self, const void *p, size_t n, Py_ssize_t tensor, int is_state);
+/* Raise "<what>: shares memory with params[k]" (or its state) for region r. */
+void raise_overlap(Engine *self, PyObject *label, const region *r);
+
+/* ---- engine_type.c ---- */
+extern PyTypeObject EngineType;
+int engine_acquire(Engine *self);
+void engine_release(Engine *self);
+int engine_ready(Engine *self);
+/* Parse a group's hyperparameters: a dict with exactly the algorithm's fields
+ * (any missing or unknown key is refused); a callable lr goes to *lr_fn. */
+int parse_hyper(Engine *self, PyObject *d, optimc_hyper *h, PyObject **lr_fn);
+/* Raise if the options `h` need state buffers group `gi` was created without. */
+int check_structure(Engine *self, Py_ssize_t gi, const optimc_hyper *h);
+int check_index(Engine *self, Py_ssize_t i);
+
+/* ---- checkpoint.c ---- */
+PyObject *Engine_state(Engine *self, PyObject *args);
+PyObject *Engine_snapshot(Engine *self, PyObject *noargs);
+PyObject *Engine_load(Engine *self, PyObject *args);
+
+/* ---- module.c ---- */
+/* Collect a list/tuple/dict of float arrays into buffers (PyMem_Malloc'd). */
+optimc_buffer *collect_buffers(PyObject *arrays, const char *what, Py_ssize_t *n_out, int writeable);
+#endif

@@ -1,0 +1,234 @@
+/* module.c — optimc._core: module functions (configuration, threads, the
+ * clipping/EMA/roofline helpers) and module initialisation. The Engine type
+ * lives in engine_type.c, state in and out in checkpoint.c. */
+#define OPTIMC_BINDING_IMPORTS_ARRAY
+#include "binding.h"
+#include <math.h>
+#include <string.h>
+
+/* ---- module functions ---- */
+
+/* Collect a list/tuple/dict of grads into buffers; checks first. */
+optimc_buffer *collect_buffers(PyObject *arrays, const char *what, Py_ssize_t *n_out, int writeable)
+{
+    PyObject *seq = PyDict_Check(arrays) ? PyDict_Values(arrays) : PySequence_Fast(arrays, "");
+    if (!seq || (!PyList_Check(arrays) && !PyTuple_Check(arrays) && !PyDict_Check(arrays))) {
+        Py_XDECREF(seq);
+        PyErr_Format(PyExc_TypeError, "%s: expected a list, tuple or dict of arrays, got %s", what,
+                     Py_TYPE(arrays)->tp_name);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    optimc_buffer *bufs = NULL;
+    PyObject *keys = PyDict_Check(arrays) ? PyDict_Keys(arrays) : NULL, *lab = NULL;
+    if (PyDict_Check(arrays) && !keys) goto fail;
+    if (n == 0) {
+        PyErr_Format(PyExc_ValueError, "%s: no arrays given", what);
+        goto fail;
+    }
+    bufs = PyMem_Malloc(sizeof(optimc_buffer) * (size_t)n);
+    if (!bufs) { PyErr_NoMemory(); goto fail; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(seq, i);
+        int dtype;
+        array_problem pr = array_check(o, writeable, &dtype);
+        if (pr != ARRAY_OK) {
+            lab = keys ? PyUnicode_FromFormat("%s[%R]", what, PyList_GET_ITEM(keys, i))
+                       : PyUnicode_FromFormat("%s[%zd]", what, i);
+            if (lab) array_raise(pr, o, lab);
+            goto fail;
+        }
+        bufs[i].data = PyArray_DATA((PyArrayObject *)o);
+        bufs[i].n = (size_t)PyArray_SIZE((PyArrayObject *)o);
+        bufs[i].dtype = dtype;
+    }
+    Py_DECREF(seq);
+    Py_XDECREF(keys);
+    *n_out = n;
+    return bufs;
+fail:
+    PyMem_Free(bufs);
+    Py_XDECREF(seq);
+    Py_XDECREF(keys);
+    Py_XDECREF(lab);
+    return NULL;
+}
+
+/* grad_norm(grads, norm_type) -> (total_norm, all_finite) */
+static PyObject *mod_grad_norm(PyObject *m, PyObject *args)
+{
+    (void)m;
+    PyObject *arrays;
+    double norm_type, total;
+    int finite, writeable = 0;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "Od|p", &arrays, &norm_type, &writeable)) return NULL;
+    optimc_buffer *bufs = collect_buffers(arrays, "grads", &n, writeable);
+    if (!bufs) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    optimc_grad_stats(bufs, (size_t)n, norm_type, &total, &finite);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(bufs);
+    if (!isinf(norm_type)) total = norm_type == 2.0 ? sqrt(total) : norm_type == 1.0 ? total : pow(total, 1.0 / norm_type);
+    return Py_BuildValue("dO", total, finite ? Py_True : Py_False);
+}
+
+/* scale_clip(grads, mode, value): mode 0 scales, 1 clamps, in place */
+static PyObject *mod_scale_clip(PyObject *m, PyObject *args)
+{
+    (void)m;
+    PyObject *arrays;
+    int mode;
+    double value;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "Oid", &arrays, &mode, &value)) return NULL;
+    optimc_buffer *bufs = collect_buffers(arrays, "grads", &n, 1);
+    if (!bufs) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    optimc_scale_clip(bufs, (size_t)n, mode, value);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(bufs);
+    Py_RETURN_NONE;
+}
+
+/* ema(averages, params, weight): avg ← avg + weight·(param − avg) */
+static PyObject *mod_ema(PyObject *m, PyObject *args)
+{
+    (void)m;
+    PyObject *avgs, *params;
+    double weight;
+    Py_ssize_t na, np_;
+    if (!PyArg_ParseTuple(args, "OOd", &avgs, &params, &weight)) return NULL;
+    optimc_buffer *a = collect_buffers(avgs, "averages", &na, 1);
+    if (!a) return NULL;
+    optimc_buffer *p = collect_buffers(params, "params", &np_, 0);
+    if (!p) { PyMem_Free(a); return NULL; }
+    if (na != np_) {
+        PyErr_Format(PyExc_ValueError, "params: expected %zd arrays, got %zd", na, np_);
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < na; i++) {
+        if (a[i].n != p[i].n || a[i].dtype != p[i].dtype) {
+            PyErr_Format(PyExc_ValueError, "params[%zd]: size or dtype differs from its average's", i);
+            goto fail;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    optimc_ema(a, p, (size_t)na, weight);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(a);
+    PyMem_Free(p);
+    Py_RETURN_NONE;
+fail:
+    PyMem_Free(a);
+    PyMem_Free(p);
+    return NULL;
+}
+
+/* stream(arrays, n_write): the roofline kernel over same-size arrays */
+static PyObject *mod_stream(PyObject *m, PyObject *args)
+{
+    (void)m;
+    PyObject *arrays;
+    int n_write;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "O!i", &PyList_Type, &arrays, &n_write)) return NULL;
+    optimc_buffer *bufs = collect_buffers(arrays, "arrays", &n, 1);
+    if (!bufs) return NULL;
+    void *ptrs[16];
+    int ok = n <= 16 && n_write >= 1 && n_write < n;
+    for (Py_ssize_t i = 0; ok && i < n; i++) {
+        ptrs[i] = bufs[i].data;
+        ok = bufs[i].n == bufs[0].n && bufs[i].dtype == bufs[0].dtype;
+    }
+    if (!ok) {
+        PyMem_Free(bufs);
+        PyErr_SetString(PyExc_ValueError, "stream: 2..16 arrays of one size and dtype, 1 <= n_write < len(arrays)");
+        return NULL;
+    }
+    optimc_buffer first = bufs[0];
+    PyMem_Free(bufs);
+    Py_BEGIN_ALLOW_THREADS
+    optimc_stream(first.dtype, ptrs, (int)n, n_write, first.n);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *mod_config(PyObject *m, PyObject *noargs)
+{
+    (void)m; (void)noargs;
+    return Py_BuildValue("{s:s,s:s,s:i,s:n,s:s}",
+                         "simd", optimc_level_name(optimc_get_level()),
+                         "cpu_simd", optimc_level_name(optimc_cpu_level()),
+                         "num_threads", optimc_get_num_threads(),
+                         "thread_threshold", (Py_ssize_t)optimc_get_thread_threshold(),
+                         "compile_flags", OPTIMC_CFLAGS);
+}
+
+static PyObject *mod_set_simd(PyObject *m, PyObject *arg)
+{
+    (void)m;
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (!name) return NULL;
+    for (int l = 0; l < OPTIMC_N_LEVELS; l++) {
+        if (strcmp(name, optimc_level_name(l)) == 0) {
+            if (l > optimc_cpu_level())
+                return PyErr_Format(PyExc_ValueError, "simd: this CPU supports at most %s, not %s",
+                                    optimc_level_name(optimc_cpu_level()), name);
+            return PyUnicode_FromString(optimc_level_name(optimc_set_level(l)));
+        }
+    }
+    return PyErr_Format(PyExc_ValueError, "simd: expected 'baseline', 'avx2' or 'avx512', got %R", arg);
+}
+
+static PyObject *mod_set_num_threads(PyObject *m, PyObject *arg)
+{
+    (void)m;
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n < 1 || n > 256) return PyErr_Format(PyExc_ValueError, "n: expected 1..256 threads, got %ld", n);
+    optimc_set_num_threads((int)n);
+    Py_RETURN_NONE;
+}
+
+static PyObject *mod_set_thread_threshold(PyObject *m, PyObject *arg)
+{
+    (void)m;
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n < 0) return PyErr_Format(PyExc_ValueError, "bytes: expected >= 0, got %zd", n);
+    optimc_set_thread_threshold((size_t)n);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"config", mod_config, METH_NOARGS, "SIMD level, threads and build flags."},
+    {"set_simd", mod_set_simd, METH_O, "Use a SIMD level no higher than the CPU's; returns it."},
+    {"set_num_threads", mod_set_num_threads, METH_O, "Threads used for large steps."},
+    {"set_thread_threshold", mod_set_thread_threshold, METH_O, "Bytes a step moves (reads + writes) from which it uses threads."},
+    {"grad_norm", mod_grad_norm, METH_VARARGS, "(grads, norm_type[, writeable]) -> (total_norm, all_finite); writeable: also require writeable grads."},
+    {"scale_clip", mod_scale_clip, METH_VARARGS, "(grads, mode, value): scale (0) or clamp (1) in place."},
+    {"ema", mod_ema, METH_VARARGS, "(averages, params, weight): avg += weight * (param - avg)."},
+    {"stream", mod_stream, METH_VARARGS, "(arrays, n_write): the roofline kernel."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "_core", "optimc's C engine (see csrc/).", -1, module_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    import_array();
+    if (PyType_Ready(&EngineType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&moduledef);
+    if (!m) return NULL;
+    Py_INCREF(&EngineType);
+    if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0) {
+        Py_DECREF(&EngineType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,38 @@
+/* describe.h — how a rule file describes its algorithm to the registry.
+ *
+ * Each csrc/rules/<name>.h is included three ways (see all.h):
+ *   with OPTIMC_LIST(name) defined: it says only OPTIMC_LIST(<name>);
+ *   without T:                       its description (this file's macros);
+ *   with T (float or double):        its kernel for that scalar type.
+ *
+ * The description is three lists and one line:
+ *   <name>_HYPER(F)    F(field) for each hyperparameter after the common four
+ *                      (lr, weight_decay, maximize, decoupled_weight_decay);
+ *                      flags are 0 or 1. These are the keys the binding takes.
+ *   <name>_STATE(S)    S(buffer, needed, initial) for each state buffer, named as
+ *                      PyTorch names it: whether the options `h` need it, and its
+ *                      initial value (expressions over `h`, the typed hyperparameters).
+ *   <name>_SCALARS(S)  S(scalar, initial) for each per-tensor scalar (x->scalars[k]).
+ *   OPTIMC_DESCRIBE(<name>)  makes the typed struct <name>_hyper.
+ */
+#ifndef OPTIMC_RULES_DESCRIBE_H
+#define OPTIMC_RULES_DESCRIBE_H
+#include "../optimc.h"
+
+/* The fields every algorithm starts with; pre_prepare (common.h) reads them. */
+typedef struct {
+    double lr, weight_decay, maximize, decoupled_weight_decay;
+} optimc_common_hyper;
+
+#define OPTIMC_FIELD(f) double f;
+#define OPTIMC_DESCRIBE(name) \
+    typedef struct { \
+        double lr, weight_decay, maximize, decoupled_weight_decay; \
+        name##_HYPER(OPTIMC_FIELD) \
+    } name##_hyper; \
+    _Static_assert(sizeof(name##_hyper) <= sizeof(optimc_hyper), \
+                   #name ": more hyperparameters than OPTIMC_MAX_HYPER");
+
+/* Counting a list: (0 LIST(OPTIMC_ONE)) is its length. */
+#define OPTIMC_ONE(...) + 1
+#endif

@@ -1,0 +1,13 @@
+"""The optimizers. Every class defined in algorithms.py is registered, in
+order, in ``ALL``; ``optimc`` exports each under its name."""
+from . import algorithms
+from .base import Optimizer
+from .checkpoint import _rebuild  # noqa: F401  (pickles made by optimc 0.1 name it here)
+from .groups import ParamGroup
+
+ALL = tuple(Optimizer._registry)
+for _cls in ALL:
+    _cls.__module__ = "optimc"   # shown and pickled as optimc.Adam, ...
+globals().update({cls.__name__: cls for cls in ALL})
+
+__all__ = ["ALL", "Optimizer", "ParamGroup"] + [cls.__name__ for cls in ALL]
