@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from reference import BUFFERS, DEFAULTS
+from reference import ALGORITHMS, DEFAULTS
 
 # ---------------------------------------------------------------------------
 # shapes and random problems
@@ -67,64 +67,57 @@ def _dedup(cases):
     return out
 
 
-WD = [0.0, 0.05]
-MAX = [False, True]
-
-
 def all_cases() -> List[Tuple[str, dict]]:
-    """(class name, full hyperparameter dict) for every algorithm and option combination."""
+    """(class name, full hyperparameter dict) for every algorithm and option
+    combination its reference entry lists (tests/reference.py)."""
     c: List[Tuple[str, dict]] = []
-    c += _grid("SGD", dict(lr=0.01), momentum=[0.0, 0.9], dampening=[0.0, 0.3],
-               nesterov=[False, True], weight_decay=WD, maximize=MAX,
-               keep=lambda h: (not h["nesterov"] or (h["momentum"] > 0 and h["dampening"] == 0))
-               and (h["momentum"] > 0 or h["dampening"] == 0))
-    c += _grid("Momentum", dict(lr=0.01), momentum=[0.9, 0.5], dampening=[0.0, 0.3],
-               weight_decay=WD, maximize=MAX)
-    c += _grid("NAG", dict(lr=0.01), momentum=[0.9, 0.5], weight_decay=WD, maximize=MAX)
-    c += _grid("Adagrad", dict(lr=0.05), lr_decay=[0.0, 0.05],
-               initial_accumulator_value=[0.0, 0.1], weight_decay=WD, maximize=MAX)
-    c += _grid("Adagrad", dict(lr=0.05, lr_decay=0.01, initial_accumulator_value=0.5,
-                               weight_decay=0.05), eps=[1e-10, 1e-3])
-    c += _grid("RMSprop", dict(lr=0.01), centered=[False, True], momentum=[0.0, 0.9],
-               weight_decay=WD, maximize=MAX)
-    c += _grid("RMSprop", dict(lr=0.01, weight_decay=0.05), centered=[False, True],
-               momentum=[0.0, 0.5], alpha=[0.99, 0.7], eps=[1e-6])
-    c += _grid("Adadelta", dict(lr=1.0), weight_decay=WD, maximize=MAX, rho=[0.9, 0.95])
-    c += _grid("Adadelta", dict(weight_decay=0.05), lr=[0.5], rho=[0.8], eps=[1e-4])
-    adam_axes = dict(amsgrad=[False, True], weight_decay=WD, maximize=MAX)
-    c += _grid("Adam", dict(lr=0.01), decoupled_weight_decay=[False, True],
-               keep=lambda h: h["weight_decay"] != 0 or not h["decoupled_weight_decay"],
-               **adam_axes)
-    c += _grid("Adam", dict(lr=0.01, weight_decay=0.05), betas=[(0.8, 0.95), (0.5, 0.9)],
-               eps=[1e-6], amsgrad=[False, True], decoupled_weight_decay=[False, True])
-    c += _grid("AdamW", dict(lr=0.01), amsgrad=[False, True], weight_decay=[0.0, 0.01, 0.1],
-               maximize=MAX)
-    c += _grid("AdamW", dict(lr=0.01, weight_decay=0.1), betas=[(0.8, 0.95)], eps=[1e-6],
-               amsgrad=[False, True])
-    c += _grid("Adamax", dict(lr=0.01), weight_decay=WD, maximize=MAX)
-    c += _grid("Adamax", dict(lr=0.01, weight_decay=0.05), betas=[(0.8, 0.95), (0.5, 0.9)],
-               eps=[1e-6, 1e-2])
-    nadam_keep = lambda h: h["weight_decay"] != 0 or not h["decoupled_weight_decay"]  # noqa: E731
-    c += _grid("NAdam", dict(lr=0.01), weight_decay=WD, decoupled_weight_decay=[False, True],
-               maximize=MAX, keep=nadam_keep)
-    c += _grid("NAdam", dict(lr=0.01, weight_decay=0.05), momentum_decay=[1e-2, 0.0],
-               betas=[(0.8, 0.95)], eps=[1e-6], decoupled_weight_decay=[False, True])
-    c += _grid("RAdam", dict(lr=0.01), weight_decay=WD, decoupled_weight_decay=[False, True],
-               maximize=MAX, keep=nadam_keep)
-    # beta2 = 0.9: rho_inf = 19, rectification starts at t = 5 instead of t = 6
-    c += _grid("RAdam", dict(lr=0.01, weight_decay=0.05), betas=[(0.8, 0.95), (0.5, 0.9)],
-               eps=[1e-6], decoupled_weight_decay=[False, True])
-    c += _grid("Lion", dict(lr=1e-3), weight_decay=[0.0, 0.1], maximize=MAX,
-               betas=[(0.9, 0.99), (0.95, 0.98)])
+    for name, alg in ALGORITHMS.items():
+        for base, axes, keep in alg.grids:
+            c += _grid(name, base, keep, **axes)
     return _dedup(c)
 
 
-TORCH_NAMES = ["SGD", "Momentum", "NAG", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW",
-               "Adamax", "NAdam", "RAdam"]
+def torch_spec(name: str, h: Optional[dict] = None):
+    """(torch.optim class, kwargs) for optimc class ``name`` with hyperparameters
+    ``h``, or None where torch has no counterpart or does not take an option
+    that ``h`` sets away from optimc's default (e.g. weight decay torch lacks)."""
+    import inspect
+
+    import torch
+
+    spec = ALGORITHMS[name].torch
+    if spec is None or not hasattr(torch.optim, spec[0]):
+        return None
+    cls = getattr(torch.optim, spec[0])
+    accepted = inspect.signature(cls.__init__).parameters
+    h = {**DEFAULTS[name], **(h or {})}
+    kw = {"foreach": False} if "foreach" in accepted else {}
+    for k, v in h.items():
+        if k in accepted:
+            kw[k] = tuple(v) if isinstance(v, list) else v
+        elif v != DEFAULTS[name][k]:
+            return None
+    kw.update(spec[1])
+    return cls, kw
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def torch_names() -> List[str]:
+    """The optimc classes torch.optim has a counterpart of."""
+    return [n for n in ALGORITHMS if _torch_available() and torch_spec(n) is not None]
 
 
 def torch_cases() -> List[Tuple[str, dict]]:
-    return [(n, h) for n, h in all_cases() if n in TORCH_NAMES]
+    if not _torch_available():
+        return []
+    return [(n, h) for n, h in all_cases() if torch_spec(n, h) is not None]
 
 
 def case_id(case) -> str:
@@ -254,41 +247,10 @@ def check_close(actual, desired, dtype, what: str, kind: str = "optimc",
 # ---------------------------------------------------------------------------
 def torch_ctor(name: str, h: dict):
     """torch.optim class and kwargs (every hyperparameter explicit, foreach=False)."""
-    import torch
-
-    h = {**DEFAULTS[name], **h}
-    common = dict(lr=h["lr"], weight_decay=h["weight_decay"], maximize=h["maximize"],
-                  foreach=False)
-    if name in ("SGD", "Momentum", "NAG"):
-        nesterov = {"SGD": h.get("nesterov", False), "Momentum": False, "NAG": True}[name]
-        dampening = 0.0 if name == "NAG" else h["dampening"]
-        return torch.optim.SGD, dict(common, momentum=h["momentum"], dampening=dampening,
-                                     nesterov=nesterov)
-    if name == "Adagrad":
-        return torch.optim.Adagrad, dict(common, lr_decay=h["lr_decay"], eps=h["eps"],
-                                         initial_accumulator_value=h["initial_accumulator_value"])
-    if name == "RMSprop":
-        return torch.optim.RMSprop, dict(common, alpha=h["alpha"], eps=h["eps"],
-                                         momentum=h["momentum"], centered=h["centered"])
-    if name == "Adadelta":
-        return torch.optim.Adadelta, dict(common, rho=h["rho"], eps=h["eps"])
-    if name == "Adam":
-        return torch.optim.Adam, dict(common, betas=tuple(h["betas"]), eps=h["eps"],
-                                      amsgrad=h["amsgrad"],
-                                      decoupled_weight_decay=h["decoupled_weight_decay"])
-    if name == "AdamW":
-        return torch.optim.AdamW, dict(common, betas=tuple(h["betas"]), eps=h["eps"],
-                                       amsgrad=h["amsgrad"])
-    if name == "Adamax":
-        return torch.optim.Adamax, dict(common, betas=tuple(h["betas"]), eps=h["eps"])
-    if name == "NAdam":
-        return torch.optim.NAdam, dict(common, betas=tuple(h["betas"]), eps=h["eps"],
-                                       momentum_decay=h["momentum_decay"],
-                                       decoupled_weight_decay=h["decoupled_weight_decay"])
-    if name == "RAdam":
-        return torch.optim.RAdam, dict(common, betas=tuple(h["betas"]), eps=h["eps"],
-                                       decoupled_weight_decay=h["decoupled_weight_decay"])
-    raise KeyError(f"torch has no {name}")
+    spec = torch_spec(name, h)
+    if spec is None:
+        raise KeyError(f"torch has no counterpart of {name} with {h}")
+    return spec
 
 
 @contextlib.contextmanager
@@ -336,62 +298,33 @@ class TorchRun:
 
     def buffer(self, i: int, buf: str):
         v = self.opt.state[self.tparams[i]][buf]
-        return float(v) if buf == "mu_product" else v.detach().numpy()
+        return float(v) if v.ndim == 0 and self.tparams[i].ndim != 0 else v.detach().numpy()
 
     def step_count(self, i: int) -> Optional[int]:
         st = self.opt.state[self.tparams[i]]
         return int(st["step"]) if "step" in st else None
 
 
-def state_names(name: str, h: dict) -> List[str]:
-    """Array buffers plus scalar state entries (besides "step") to compare."""
-    return BUFFERS(name, h) + (["mu_product"] if name == "NAdam" else [])
+def state_names(opt, i) -> List[str]:
+    """The state entries of optimc's param i to compare (everything but "step")."""
+    return [k for k in opt.state[i] if k != "step"]
 
 
 # ---------------------------------------------------------------------------
 # one option-rich configuration per optimizer (for groups / lr edits / resume),
 # and a second group's overrides (lr, weight decay and an algorithm-specific value)
 # ---------------------------------------------------------------------------
-ALL_NAMES = list(DEFAULTS)
-
-_RICH = {
-    "SGD": dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.05),
-    "Momentum": dict(lr=0.01, momentum=0.9, dampening=0.3, weight_decay=0.05),
-    "NAG": dict(lr=0.01, momentum=0.9, weight_decay=0.05),
-    "Adagrad": dict(lr=0.05, lr_decay=0.05, initial_accumulator_value=0.1, weight_decay=0.05),
-    "RMSprop": dict(lr=0.01, centered=True, momentum=0.9, weight_decay=0.05),
-    "Adadelta": dict(lr=1.0, rho=0.9, weight_decay=0.05),
-    "Adam": dict(lr=0.01, amsgrad=True, weight_decay=0.05),
-    "AdamW": dict(lr=0.01, amsgrad=True, weight_decay=0.1),
-    "Adamax": dict(lr=0.01, weight_decay=0.05),
-    "NAdam": dict(lr=0.01, weight_decay=0.05, decoupled_weight_decay=True),
-    "RAdam": dict(lr=0.01, weight_decay=0.05),
-    "Lion": dict(lr=1e-3, weight_decay=0.1),
-}
-
-GROUP_OVERRIDE = {
-    "SGD": dict(momentum=0.5, maximize=True),
-    "Momentum": dict(momentum=0.5, dampening=0.0),
-    "NAG": dict(momentum=0.5, maximize=True),
-    "Adagrad": dict(lr_decay=0.0, eps=1e-6),
-    "RMSprop": dict(alpha=0.99, momentum=0.5),
-    "Adadelta": dict(rho=0.95, eps=1e-4),
-    "Adam": dict(betas=(0.8, 0.95), eps=1e-6),
-    "AdamW": dict(betas=(0.8, 0.95), maximize=True),
-    "Adamax": dict(betas=(0.8, 0.95), eps=1e-6),
-    "NAdam": dict(betas=(0.8, 0.95), momentum_decay=1e-2),
-    "RAdam": dict(betas=(0.8, 0.95), maximize=True),
-    "Lion": dict(betas=(0.95, 0.98), maximize=True),
-}
+ALL_NAMES = list(ALGORITHMS)
 
 
 def rich(name: str) -> dict:
     """Full hyperparameters for ``name`` with most of its options switched on."""
-    return {**DEFAULTS[name], **_RICH[name]}
+    return {**DEFAULTS[name], **ALGORITHMS[name].rich}
 
 
 def second_group(name: str) -> dict:
-    """Overrides for a second param group: lr x 0.3, other weight decay, GROUP_OVERRIDE."""
+    """Overrides for a second param group: lr x 0.3, other weight decay, and the
+    reference entry's second_group values."""
     h = rich(name)
     return {"lr": h["lr"] * 0.3, "weight_decay": 0.0 if h["weight_decay"] else 0.02,
-            **GROUP_OVERRIDE[name]}
+            **ALGORITHMS[name].second_group}

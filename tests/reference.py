@@ -41,66 +41,75 @@ Public API
 ``run(name, params, grad_seq, **hyper)``
     Run ``len(grad_seq)`` steps and return the ``Reference`` (``.params``,
     ``.state``).
-``DEFAULTS`` / ``BUFFERS``
-    optimc's constructor defaults and state-buffer names per class name.
+``ALGORITHMS``
+    Per optimc class name, the test description that goes with its reference
+    rule (registered with ``describe`` right below each rule): the option grid
+    the suites run, an option-rich configuration, a second group's overrides,
+    and the torch.optim class it is compared with (None where torch has none).
+``DEFAULTS``
+    optimc's constructor defaults per class name, read from the classes' own
+    signatures (the one place they are written).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["DEFAULTS", "BUFFERS", "RULES", "Reference", "run", "reference_step"]
+__all__ = ["ALGORITHMS", "DEFAULTS", "RULES", "Reference", "run", "reference_step", "describe"]
 
 # ---------------------------------------------------------------------------
-# optimc's public defaults (from the API contract) and state-buffer names.
+# the test description of each algorithm, registered beside its rule
 # ---------------------------------------------------------------------------
-DEFAULTS: Dict[str, dict] = {
-    "SGD": dict(lr=0.01, momentum=0.0, dampening=0.0, nesterov=False,
-                weight_decay=0.0, maximize=False),
-    "Momentum": dict(lr=0.01, momentum=0.9, dampening=0.0, weight_decay=0.0,
-                     maximize=False),
-    "NAG": dict(lr=0.01, momentum=0.9, weight_decay=0.0, maximize=False),
-    "Adagrad": dict(lr=0.01, lr_decay=0.0, weight_decay=0.0,
-                    initial_accumulator_value=0.0, eps=1e-8, maximize=False),
-    "RMSprop": dict(lr=1e-3, alpha=0.9, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                    centered=False, maximize=False),
-    "Adadelta": dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False),
-    "Adam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, maximize=False, decoupled_weight_decay=False),
-    "AdamW": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
-                  amsgrad=False, maximize=False),
-    "Adamax": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                   maximize=False),
-    "NAdam": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                  momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False),
-    "RAdam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                  decoupled_weight_decay=False, maximize=False),
-    "Lion": dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False),
-}
+@dataclass
+class Algorithm:
+    name: str
+    update: Callable
+    grids: List[Tuple[dict, dict, Callable]]   # (base, {option: values}, keep) each
+    rich: dict                                  # most options on (groups, lr edits, resume)
+    second_group: dict                          # a second group's overrides
+    torch: Optional[Tuple[str, dict]]           # torch.optim class and fixed kwargs
 
 
-def BUFFERS(name: str, hyper: dict) -> List[str]:
-    """Names of the array state buffers optimc keeps for ``name`` with ``hyper``."""
-    h = {**DEFAULTS[name], **hyper}
-    if name in ("SGD", "Momentum", "NAG"):
-        return ["momentum_buffer"] if h["momentum"] != 0 else []
-    if name == "Adagrad":
-        return ["sum"]
-    if name == "RMSprop":
-        return (["square_avg"] + (["momentum_buffer"] if h["momentum"] > 0 else [])
-                + (["grad_avg"] if h["centered"] else []))
-    if name == "Adadelta":
-        return ["square_avg", "acc_delta"]
-    if name in ("Adam", "AdamW"):
-        return ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if h["amsgrad"] else [])
-    if name == "Adamax":
-        return ["exp_avg", "exp_inf"]
-    if name in ("NAdam", "RAdam"):
-        return ["exp_avg", "exp_avg_sq"]
-    if name == "Lion":
-        return ["exp_avg"]
-    raise KeyError(name)
+ALGORITHMS: Dict[str, Algorithm] = {}
+
+_SAME_NAME = object()
+
+
+def describe(name: str, update: Callable, *, grids, rich, second_group, torch=_SAME_NAME):
+    """Register optimc class ``name``: its reference ``update`` and how the suites
+    test it. ``grids``: (base, axes[, keep]) tuples whose products are the option
+    combinations run; ``torch``: (torch.optim class name, fixed kwargs), the same
+    name by default, None where torch has no counterpart."""
+    norm = [(g[0], g[1], g[2] if len(g) > 2 else (lambda h: True)) for g in grids]
+    ALGORITHMS[name] = Algorithm(name, update, norm, rich, second_group,
+                                 (name, {}) if torch is _SAME_NAME else torch)
+
+
+class _Defaults(Mapping):
+    """optimc's defaults per class name, read from each class's signature."""
+
+    def __getitem__(self, name):
+        import inspect
+
+        import optimc
+        sig = inspect.signature(getattr(optimc, name).__init__)
+        return {k: p.default for k, p in sig.parameters.items()
+                if p.default is not p.empty and p.kind is p.POSITIONAL_OR_KEYWORD}
+
+    def __iter__(self):
+        return iter(ALGORITHMS)
+
+    def __len__(self):
+        return len(ALGORITHMS)
+
+
+DEFAULTS = _Defaults()
+
+WD = [0.0, 0.05]
+MAX = [False, True]
 
 
 # ---------------------------------------------------------------------------
@@ -170,6 +179,15 @@ def sgd_update(p, g, st, h):
     _set(p, _add(p, g, -h["lr"]))
 
 
+describe("SGD", sgd_update,
+         grids=[(dict(lr=0.01), dict(momentum=[0.0, 0.9], dampening=[0.0, 0.3], nesterov=[False, True],
+                                     weight_decay=WD, maximize=MAX),
+                 lambda h: (not h["nesterov"] or (h["momentum"] > 0 and h["dampening"] == 0))
+                 and (h["momentum"] > 0 or h["dampening"] == 0))],
+         rich=dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.05),
+         second_group=dict(momentum=0.5, maximize=True))
+
+
 def adagrad_update(p, g, st, h):
     """clr = lr/(1+(t-1)*lr_decay); G <- G + g*g; p <- p - clr*g/(sqrt(G)+eps)"""
     if "sum" not in st:
@@ -181,6 +199,15 @@ def adagrad_update(p, g, st, h):
     _set(s, _addcmul(s, g, g, 1))
     std = np.sqrt(s) + _c(h["eps"], p)
     _set(p, _addcdiv(p, g, std, -clr))
+
+
+describe("Adagrad", adagrad_update,
+         grids=[(dict(lr=0.05), dict(lr_decay=[0.0, 0.05], initial_accumulator_value=[0.0, 0.1],
+                                     weight_decay=WD, maximize=MAX)),
+                (dict(lr=0.05, lr_decay=0.01, initial_accumulator_value=0.5, weight_decay=0.05),
+                 dict(eps=[1e-10, 1e-3]))],
+         rich=dict(lr=0.05, lr_decay=0.05, initial_accumulator_value=0.1, weight_decay=0.05),
+         second_group=dict(lr_decay=0.0, eps=1e-6))
 
 
 def rmsprop_update(p, g, st, h):
@@ -211,6 +238,14 @@ def rmsprop_update(p, g, st, h):
         _set(p, _addcdiv(p, g, avg, -h["lr"]))
 
 
+describe("RMSprop", rmsprop_update,
+         grids=[(dict(lr=0.01), dict(centered=[False, True], momentum=[0.0, 0.9], weight_decay=WD, maximize=MAX)),
+                (dict(lr=0.01, weight_decay=0.05), dict(centered=[False, True], momentum=[0.0, 0.5],
+                                                        alpha=[0.99, 0.7], eps=[1e-6]))],
+         rich=dict(lr=0.01, centered=True, momentum=0.9, weight_decay=0.05),
+         second_group=dict(alpha=0.99, momentum=0.5))
+
+
 def adadelta_update(p, g, st, h):
     """v <- rho*v + (1-rho)*g^2; d = sqrt(u+eps)/sqrt(v+eps)*g; u <- rho*u + (1-rho)*d^2; p <- p - lr*d"""
     if "square_avg" not in st:
@@ -225,6 +260,13 @@ def adadelta_update(p, g, st, h):
     delta = delta / std * g
     _set(u, _addcmul(u * _c(rho, u), delta, delta, 1 - rho))
     _set(p, _add(p, delta, -h["lr"]))
+
+
+describe("Adadelta", adadelta_update,
+         grids=[(dict(lr=1.0), dict(weight_decay=WD, maximize=MAX, rho=[0.9, 0.95])),
+                (dict(weight_decay=0.05), dict(lr=[0.5], rho=[0.8], eps=[1e-4]))],
+         rich=dict(lr=1.0, rho=0.9, weight_decay=0.05),
+         second_group=dict(rho=0.95, eps=1e-4))
 
 
 def adam_update(p, g, st, h, decoupled=None):
@@ -261,6 +303,22 @@ def adamw_update(p, g, st, h):
     adam_update(p, g, st, h, decoupled=True)
 
 
+describe("Adam", adam_update,
+         grids=[(dict(lr=0.01), dict(amsgrad=[False, True], weight_decay=WD, maximize=MAX,
+                                     decoupled_weight_decay=[False, True]),
+                 lambda h: h["weight_decay"] != 0 or not h["decoupled_weight_decay"]),
+                (dict(lr=0.01, weight_decay=0.05), dict(betas=[(0.8, 0.95), (0.5, 0.9)], eps=[1e-6],
+                                                        amsgrad=[False, True],
+                                                        decoupled_weight_decay=[False, True]))],
+         rich=dict(lr=0.01, amsgrad=True, weight_decay=0.05),
+         second_group=dict(betas=(0.8, 0.95), eps=1e-6))
+describe("AdamW", adamw_update,
+         grids=[(dict(lr=0.01), dict(amsgrad=[False, True], weight_decay=[0.0, 0.01, 0.1], maximize=MAX)),
+                (dict(lr=0.01, weight_decay=0.1), dict(betas=[(0.8, 0.95)], eps=[1e-6], amsgrad=[False, True]))],
+         rich=dict(lr=0.01, amsgrad=True, weight_decay=0.1),
+         second_group=dict(betas=(0.8, 0.95), maximize=True))
+
+
 def adamax_update(p, g, st, h):
     """m <- lerp(m, g, 1-b1); u <- max(b2*u, |g|+eps); p <- p - lr/(1-b1^t) * m/u"""
     if "exp_avg" not in st:
@@ -274,6 +332,13 @@ def adamax_update(p, g, st, h):
     _set(u, np.maximum(u * _c(b2, u), np.abs(g) + _c(h["eps"], p)))
     clr = h["lr"] / (1 - b1 ** t)
     _set(p, _addcdiv(p, m, u, -clr))
+
+
+describe("Adamax", adamax_update,
+         grids=[(dict(lr=0.01), dict(weight_decay=WD, maximize=MAX)),
+                (dict(lr=0.01, weight_decay=0.05), dict(betas=[(0.8, 0.95), (0.5, 0.9)], eps=[1e-6, 1e-2]))],
+         rich=dict(lr=0.01, weight_decay=0.05),
+         second_group=dict(betas=(0.8, 0.95), eps=1e-6))
 
 
 def nadam_update(p, g, st, h):
@@ -301,6 +366,15 @@ def nadam_update(p, g, st, h):
     denom = denom + _c(h["eps"], p)
     _set(p, _addcdiv(p, g, denom, -lr * (1.0 - mu) / (1.0 - mu_product)))
     _set(p, _addcdiv(p, m, denom, (-lr * mu_next) / (1.0 - mu_product_next)))
+
+
+describe("NAdam", nadam_update,
+         grids=[(dict(lr=0.01), dict(weight_decay=WD, decoupled_weight_decay=[False, True], maximize=MAX),
+                 lambda h: h["weight_decay"] != 0 or not h["decoupled_weight_decay"]),
+                (dict(lr=0.01, weight_decay=0.05), dict(momentum_decay=[1e-2, 0.0], betas=[(0.8, 0.95)],
+                                                        eps=[1e-6], decoupled_weight_decay=[False, True]))],
+         rich=dict(lr=0.01, weight_decay=0.05, decoupled_weight_decay=True),
+         second_group=dict(betas=(0.8, 0.95), momentum_decay=1e-2))
 
 
 def radam_update(p, g, st, h):
@@ -335,6 +409,16 @@ def radam_update(p, g, st, h):
     _set(p, _add(p, update, -1.0))
 
 
+# beta2 = 0.9: rho_inf = 19, rectification starts at t = 5 instead of t = 6
+describe("RAdam", radam_update,
+         grids=[(dict(lr=0.01), dict(weight_decay=WD, decoupled_weight_decay=[False, True], maximize=MAX),
+                 lambda h: h["weight_decay"] != 0 or not h["decoupled_weight_decay"]),
+                (dict(lr=0.01, weight_decay=0.05), dict(betas=[(0.8, 0.95), (0.5, 0.9)], eps=[1e-6],
+                                                        decoupled_weight_decay=[False, True]))],
+         rich=dict(lr=0.01, weight_decay=0.05),
+         second_group=dict(betas=(0.8, 0.95), maximize=True))
+
+
 def lion_update(p, g, st, h):
     """p <- p(1 - lr*wd); c = b1*m + (1-b1)*g; p <- p - lr*sign(c); m <- b2*m + (1-b2)*g"""
     if "exp_avg" not in st:
@@ -347,6 +431,13 @@ def lion_update(p, g, st, h):
     _set(m, _add(m * _c(b2, m), g, 1 - b2))
 
 
+describe("Lion", lion_update,
+         grids=[(dict(lr=1e-3), dict(weight_decay=[0.0, 0.1], maximize=MAX, betas=[(0.9, 0.99), (0.95, 0.98)]))],
+         rich=dict(lr=1e-3, weight_decay=0.1),
+         second_group=dict(betas=(0.95, 0.98), maximize=True),
+         torch=None)
+
+
 def _momentum_update(p, g, st, h):
     sgd_update(p, g, st, {**h, "nesterov": False})
 
@@ -355,12 +446,32 @@ def _nag_update(p, g, st, h):
     sgd_update(p, g, st, {**h, "nesterov": True, "dampening": 0.0})
 
 
-RULES: Dict[str, Callable] = {
-    "SGD": sgd_update, "Momentum": _momentum_update, "NAG": _nag_update,
-    "Adagrad": adagrad_update, "RMSprop": rmsprop_update, "Adadelta": adadelta_update,
-    "Adam": adam_update, "AdamW": adamw_update, "Adamax": adamax_update,
-    "NAdam": nadam_update, "RAdam": radam_update, "Lion": lion_update,
-}
+describe("Momentum", _momentum_update,
+         grids=[(dict(lr=0.01), dict(momentum=[0.9, 0.5], dampening=[0.0, 0.3], weight_decay=WD, maximize=MAX))],
+         rich=dict(lr=0.01, momentum=0.9, dampening=0.3, weight_decay=0.05),
+         second_group=dict(momentum=0.5, dampening=0.0),
+         torch=("SGD", dict(nesterov=False)))
+describe("NAG", _nag_update,
+         grids=[(dict(lr=0.01), dict(momentum=[0.9, 0.5], weight_decay=WD, maximize=MAX))],
+         rich=dict(lr=0.01, momentum=0.9, weight_decay=0.05),
+         second_group=dict(momentum=0.5, maximize=True),
+         torch=("SGD", dict(nesterov=True, dampening=0.0)))
+
+
+class _Rules(Mapping):
+    """Class name -> its reference update (from ALGORITHMS)."""
+
+    def __getitem__(self, name):
+        return ALGORITHMS[name].update
+
+    def __iter__(self):
+        return iter(ALGORITHMS)
+
+    def __len__(self):
+        return len(ALGORITHMS)
+
+
+RULES = _Rules()
 
 
 def reference_step(name: str, params: Sequence[np.ndarray], grads: Sequence[np.ndarray],

@@ -154,6 +154,34 @@ static PyObject *mod_stream(PyObject *m, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *names_tuple(const char *const *names, int n)
+{
+    PyObject *t = PyTuple_New(n);
+    for (int k = 0; t && k < n; k++) {
+        PyObject *s = PyUnicode_FromString(names[k]);
+        if (!s) { Py_CLEAR(t); break; }
+        PyTuple_SET_ITEM(t, k, s);
+    }
+    return t;
+}
+
+/* algorithms() -> {name: {"fields": (...), "state": (...), "scalars": (...)}} */
+static PyObject *mod_algorithms(PyObject *m, PyObject *noargs)
+{
+    (void)m; (void)noargs;
+    PyObject *out = PyDict_New();
+    for (int a = 0; out && a < optimc_n_algorithms; a++) {
+        const optimc_algorithm *alg = &optimc_algorithms[a];
+        PyObject *d = Py_BuildValue("{s:N,s:N,s:N}",
+                                    "fields", names_tuple(alg->hyper_names, alg->n_hyper),
+                                    "state", names_tuple(alg->state_names, alg->n_state),
+                                    "scalars", names_tuple(alg->scalar_names, alg->n_scalars));
+        if (!d || PyDict_SetItemString(out, alg->name, d) < 0) Py_CLEAR(out);
+        Py_XDECREF(d);
+    }
+    return out;
+}
+
 static PyObject *mod_config(PyObject *m, PyObject *noargs)
 {
     (void)m; (void)noargs;
@@ -202,6 +230,8 @@ static PyObject *mod_set_thread_threshold(PyObject *m, PyObject *arg)
 }
 
 static PyMethodDef module_methods[] = {
+    {"algorithms", mod_algorithms, METH_NOARGS,
+     "The C registry: {rule name: {'fields', 'state', 'scalars'}} (what each rule file declares)."},
     {"config", mod_config, METH_NOARGS, "SIMD level, threads and build flags."},
     {"set_simd", mod_set_simd, METH_O, "Use a SIMD level no higher than the CPU's; returns it."},
     {"set_num_threads", mod_set_num_threads, METH_O, "Threads used for large steps."},
