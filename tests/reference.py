@@ -438,6 +438,31 @@ describe("Lion", lion_update,
          torch=None)
 
 
+def rprop_update(p, g, st, h):
+    """f = etaplus/etaminus/1 as sign(g*prev) is +/-/0; step_size <- clamp(step_size*f, min, max)
+    (starts at lr); g <- 0 where f = etaminus; p <- p - sign(g)*step_size; prev <- g"""
+    if "prev" not in st:
+        st["prev"] = np.zeros_like(p)
+        st["step_size"] = np.full_like(p, h["lr"])
+    g = _prologue(p, g, h, decoupled=False)
+    etaminus, etaplus = h["etas"]
+    lo, hi = h["step_sizes"]
+    prev, size = st["prev"], st["step_size"]
+    s = np.sign(g * prev)
+    f = np.where(s > 0, _c(etaplus, p), np.where(s < 0, _c(etaminus, p), _c(1.0, p))).astype(p.dtype)
+    _set(size, np.clip(size * f, _c(lo, p), _c(hi, p)))
+    g = np.where(f == _c(etaminus, p), _c(0.0, p), g).astype(p.dtype)
+    _set(p, p - np.sign(g) * size)
+    _set(prev, g)
+
+
+describe("Rprop", rprop_update,
+         grids=[(dict(lr=0.01), dict(etas=[(0.5, 1.2), (0.3, 1.5)], maximize=MAX, weight_decay=WD)),
+                (dict(lr=0.05), dict(step_sizes=[(1e-6, 50.0), (1e-3, 0.02)]))],
+         rich=dict(lr=0.01, etas=(0.4, 1.3), step_sizes=(1e-4, 1.0)),
+         second_group=dict(etas=(0.5, 1.2), maximize=True))
+
+
 def _momentum_update(p, g, st, h):
     sgd_update(p, g, st, {**h, "nesterov": False})
 

@@ -11,3 +11,4 @@
 #include "nadam.h"
 #include "radam.h"
 #include "lion.h"
+#include "rprop.h"

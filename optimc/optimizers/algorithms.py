@@ -4,6 +4,7 @@ C rule (``_kernel``, csrc/rules/<name>.h), hyperparameters and defaults (the
 formulas are in the rule files and docs/algorithms.md."""
 from __future__ import annotations
 
+from .. import _checks
 from .base import Optimizer
 
 
@@ -135,3 +136,31 @@ class Lion(Optimizer):
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False,
                  **options):
         super().__init__(params, locals(), **options)
+
+
+def _etas(name, value):
+    return _checks.pair(name, value, lambda n, v: _checks.real(n, v, lo=0.0, lo_open=True))
+
+
+def _step_sizes(name, value):
+    return _checks.pair(name, value, lambda n, v: _checks.real(n, v, lo=0.0))
+
+
+class Rprop(Optimizer):
+    """Rprop: per-element step sizes that grow by etas[1] while the grad keeps
+    its sign and shrink by etas[0] when it flips; only the grad's sign moves
+    the param (torch.optim.Rprop's formulas). For full-batch training: noisy
+    mini-batch grads flip sign too often. State: ``prev``, ``step_size``."""
+    _kernel = "rprop"
+    _pairs = {"etas": ("etaminus", "etaplus"), "step_sizes": ("step_size_min", "step_size_max")}
+    _checks = {"etas": _etas, "step_sizes": _step_sizes}
+
+    def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0), weight_decay=0.0,
+                 maximize=False, **options):
+        super().__init__(params, locals(), **options)
+
+    def _check_group(self, g):
+        if "etas" in g and not g["etas"][0] < 1.0 < g["etas"][1]:
+            raise ValueError(f"etas: expected 0 < etaminus < 1 < etaplus, got {g['etas']!r}")
+        if "step_sizes" in g and not g["step_sizes"][0] <= g["step_sizes"][1]:
+            raise ValueError(f"step_sizes: expected step_size_min <= step_size_max, got {g['step_sizes']!r}")
