@@ -13,7 +13,10 @@ def real(name, value, lo=None, hi=None, lo_open=False, hi_open=False):
     """A finite real number in the given interval, as a float."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a real number, got {value!r}")
-    x = float(value)
+    try:
+        x = float(value)
+    except OverflowError:   # an int beyond the float range
+        x = math.inf
     ok = math.isfinite(x)
     if lo is not None:
         ok = ok and (x > lo if lo_open else x >= lo)

@@ -448,11 +448,12 @@ def rprop_update(p, g, st, h):
     etaminus, etaplus = h["etas"]
     lo, hi = h["step_sizes"]
     prev, size = st["prev"], st["step_size"]
-    s = np.sign(g * prev)
+    s = g * prev   # compared with 0, as torch.sign(s) (which is 0 for NaN) is
     f = np.where(s > 0, _c(etaplus, p), np.where(s < 0, _c(etaminus, p), _c(1.0, p))).astype(p.dtype)
     _set(size, np.clip(size * f, _c(lo, p), _c(hi, p)))
     g = np.where(f == _c(etaminus, p), _c(0.0, p), g).astype(p.dtype)
-    _set(p, p - np.sign(g) * size)
+    sign = ((g > 0).astype(p.dtype) - (g < 0).astype(p.dtype))   # torch.sign: 0 for NaN
+    _set(p, p - sign * size)
     _set(prev, g)
 
 

@@ -33,7 +33,8 @@ static inline void SFX(lion_update)(const SFX(lion_coef) *c, T *p, T g, T *exp_a
     T theta = *p;   /* read once, written once */
     g = SFX(grad_in)(&c->pre, g, &theta);
     T direction = *exp_avg * c->beta1 + c->one_minus_beta1 * g;
-    T sign = direction > 0 ? (T)1 : (direction < 0 ? (T)-1 : (T)0);
+    /* np.sign: a NaN stays NaN, so a NaN grad is not silently ignored */
+    T sign = direction > 0 ? (T)1 : (direction < 0 ? (T)-1 : (direction == 0 ? (T)0 : direction));
     theta = theta - c->lr * sign;
     *exp_avg = *exp_avg * c->beta2 + c->one_minus_beta2 * g;
     *p = theta;

@@ -1,7 +1,7 @@
 /* Rprop (Riedmiller & Braun 1993, "A direct adaptive method for faster
  * backpropagation learning: the RPROP algorithm"), as torch.optim.Rprop
  * computes it: only the grad's sign moves θ, by a per-element step size.
- *   s = sign(g·prev)
+ *   s = sign(g·prev)            (sign(NaN) = 0, as torch.sign)
  *   f = η₊ if s > 0, η₋ if s < 0, 1 if s = 0
  *   Δ ← clamp(Δ·f, step_size_min, step_size_max)    step_size (Δ = lr at t = 1)
  *   g ← 0 where f = η₋          (after a sign flip: no step, and no memory of it)
@@ -40,12 +40,12 @@ static inline void SFX(rprop_update)(const SFX(rprop_coef) *c, T *p, T g, T *pre
     g = SFX(grad_in)(&c->pre, g, &theta);
     T delta = c->first ? c->lr : *step_size;
     T s = g * *prev;
-    /* torch replaces sign(s) by the factor; a NaN stays NaN */
-    T f = s > 0 ? c->etaplus : (s < 0 ? c->etaminus : (s == 0 ? (T)1 : s));
+    /* torch replaces sign(s) by the factor; its sign(NaN) is 0, so NaN gives 1 */
+    T f = s > 0 ? c->etaplus : (s < 0 ? c->etaminus : (T)1);
     delta = delta * f;
     delta = delta < c->step_size_min ? c->step_size_min : (delta > c->step_size_max ? c->step_size_max : delta);
     if (f == c->etaminus) g = 0;
-    T sign = (T)((g > 0) - (g < 0));
+    T sign = (T)((g > 0) - (g < 0));   /* torch's sign: 0 for NaN */
     theta = theta - sign * delta;
     *step_size = delta;
     *prev = g;

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from .. import _checks, _core
 from .checkpoint import Checkpointing
 from .display import Display
-from .groups import ParamGroup, split_params
+from .groups import Defaults, ParamGroup, split_params
 
 # The checks of the hyperparameters most algorithms share; a class adds its
 # own in `_checks` (merged over these).
@@ -91,8 +91,10 @@ class Optimizer(Checkpointing, Display, _core.Engine):
             raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {unknown[0]!r}"
                             f"{_suggest(unknown[0], known)} (it takes {', '.join(known)})")
         self._init_engine(self._kernel)
-        object.__setattr__(self, "defaults", self._check(hyper))
-        object.__setattr__(self, "param_groups", [])
+        defaults = Defaults(self._check(hyper))
+        defaults._attach(self)
+        object.__setattr__(self, "_defaults", defaults)
+        object.__setattr__(self, "_groups", [])
         object.__setattr__(self, "_names", None)
         self.set_guard(**options)
         if isinstance(params, (list, tuple)) and params and all(isinstance(g, Mapping) for g in params):
@@ -166,7 +168,7 @@ class Optimizer(Checkpointing, Display, _core.Engine):
             for i, (g, merged) in enumerate(zip(self.param_groups, checked)):
                 self._set_hyper(i, self._engine_hyper(merged))
                 dict.__setitem__(g, name, merged[name])
-            self.defaults[name] = self.param_groups[0][name]
+            dict.__setitem__(self.defaults, name, self.param_groups[0][name])
         elif name.startswith("_") or isinstance(getattr(type(self), name, None), property):
             object.__setattr__(self, name, value)
         else:
@@ -189,15 +191,27 @@ class Optimizer(Checkpointing, Display, _core.Engine):
         extra = {k: v for k, v in param_group.items()
                  if k not in self._hyper_names and k not in ("params", "param_names")}
         group = ParamGroup()
-        dict.update(group, self._check(hyper, base=self.defaults))
+        # every value is checked, the defaults too (they are a plain dict)
+        dict.update(group, self._check({**self.defaults, **hyper}))
         self._add_group(arrays, names, self._engine_hyper(group))
         dict.update(group, extra)
-        dict.__setitem__(group, "params", arrays)
+        # tuples: a group's params are fixed once handed over
+        dict.__setitem__(group, "params", tuple(arrays))
         if names is not None:
-            dict.__setitem__(group, "param_names", names)
+            dict.__setitem__(group, "param_names", tuple(names))
             object.__setattr__(self, "_names", (self._names or []) + names)
         group._attach(self)
-        self.param_groups.append(group)
+        self._groups.append(group)
+
+    @property
+    def param_groups(self):
+        """The param groups, in order (a tuple: add groups with add_param_group)."""
+        return tuple(self._groups)
+
+    @property
+    def defaults(self):
+        """The hyperparameters a new group starts from (checked on change)."""
+        return self._defaults
 
     def _params(self):
         return [p for g in self.param_groups for p in g["params"]]

@@ -105,7 +105,9 @@ class Checkpointing:
             if not isinstance(indices, (list, tuple)) or list(indices) != list(range(start, start + n)):
                 raise ValueError(f"{where}['params']: expected the param indices {start}..{start + n - 1}, "
                                  f"got {indices!r}")
-            if saved.get("param_names", mine.get("param_names")) != mine.get("param_names"):
+            saved_names = saved.get("param_names", mine.get("param_names"))
+            if (tuple(saved_names) if isinstance(saved_names, (list, tuple)) else saved_names) \
+                    != mine.get("param_names"):
                 raise ValueError(f"{where}['param_names']: {saved.get('param_names')!r} differ from this "
                                  f"optimizer's {mine.get('param_names')!r}")
             start += n
@@ -164,7 +166,8 @@ class Checkpointing:
             raise ValueError(f"state_dict: format version {sd.get('version')!r}; "
                              f"this optimc reads version {STATE_DICT_VERSION}")
         if sd.get("optimizer") != type(self).__name__:
-            raise ValueError(f"state_dict: saved from {sd.get('optimizer')!r}, not {type(self).__name__}")
+            raise ValueError(f"state_dict['optimizer']: saved from {sd.get('optimizer')!r}, "
+                             f"not {type(self).__name__}")
         groups = self._checked_groups(sd.get("param_groups"))
         state = sd.get("state")
         if not isinstance(state, Mapping) or len(state) != self._n_tensors:
@@ -174,7 +177,10 @@ class Checkpointing:
             if i not in state:
                 raise ValueError(f"state_dict['state']: no state for param {i} ({self._label(i)})")
             entries.append(self._checked_entry(i, state[i], p, self._state(i)))
-        counters = tuple(_checks.integer(f"state_dict[{k!r}]", sd.get(k, 0), 0, MAX_STEP)
+        for k in ("step_count", "skipped_steps"):
+            if k not in sd:
+                raise ValueError(f"state_dict[{k!r}]: missing (the optimizer's step counters)")
+        counters = tuple(_checks.integer(f"state_dict[{k!r}]", sd[k], 0, MAX_STEP)
                          for k in ("step_count", "skipped_steps"))
         self._load(entries, [engine for engine, _, _ in groups], counters)
         # the engine took everything: the groups' dicts follow

@@ -52,8 +52,12 @@ class ParamGroup(dict):
                 raise ValueError(f"{fixed[0]}: a group's params are fixed; use add_param_group for new ones")
             hyper = {k: v for k, v in new.items() if k in opt._hyper_names}
             if hyper:
-                new.update(opt._set_group_hyper(self, hyper))
+                new.update(self._apply(opt, hyper))
         dict.update(self, new)
+
+    def _apply(self, opt, hyper):
+        """Check `hyper` and push it to the engine; returns the checked values."""
+        return opt._set_group_hyper(self, hyper)
 
     def __ior__(self, other):
         self.update(other)
@@ -100,3 +104,16 @@ class ParamGroup(dict):
 
     def __reduce__(self):  # pickles as a plain dict
         return (dict, (dict(self),))
+
+
+class Defaults(ParamGroup):
+    """``opt.defaults``: the hyperparameters a new group starts from, checked
+    on every change like a group's (there is nothing to push to C)."""
+
+    def _protected(self, key):
+        opt = self._optimizer()
+        return opt is not None and key in opt._hyper_names
+
+    def _apply(self, opt, hyper):
+        merged = opt._check(hyper, base=dict(self))
+        return {k: merged[k] for k in hyper}
