@@ -15,6 +15,7 @@ SOURCES = [
     "csrc/module.c",
     "csrc/engine.c",
     "csrc/pool.c",
+    "csrc/runtime.c",
     "csrc/kernels_baseline.c",
     "csrc/kernels_avx2.c",
     "csrc/kernels_avx512.c",
@@ -26,7 +27,7 @@ setup(
             "optimc._core",
             sources=SOURCES,
             include_dirs=[np.get_include(), "csrc"],
-            depends=["csrc/optimc.h", "csrc/kernels.h", "csrc/kernels_impl.h", "csrc/pool.h"]
+            depends=["csrc/optimc.h", "csrc/kernels.h", "csrc/kernels_impl.h", "csrc/pool.h", "csrc/runtime.h"]
             + [f"csrc/rules/{n}.h" for n in (
                 "all", "common", "aux", "sgd", "adagrad", "rmsprop", "adadelta",
                 "adam", "adamax", "nadam", "radam", "lion")],

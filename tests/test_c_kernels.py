@@ -17,7 +17,7 @@ def test_c_driver(tmp_path):
     exe = tmp_path / "test_kernels"
     sources = [os.path.join(ROOT, "tests", "c", "test_kernels.c")] + [
         os.path.join(CSRC, f) for f in
-        ("engine.c", "pool.c", "kernels_baseline.c", "kernels_avx2.c", "kernels_avx512.c")]
+        ("engine.c", "pool.c", "runtime.c", "kernels_baseline.c", "kernels_avx2.c", "kernels_avx512.c")]
     subprocess.run(["cc", "-std=c11", "-O2", "-ffp-contract=off", "-fno-math-errno", "-Wall",
                     "-I", CSRC, *sources, "-lm", "-lpthread", "-o", str(exe)], check=True)
     out = subprocess.run([str(exe)], capture_output=True, text=True)
