@@ -1,7 +1,7 @@
 /* test_kernels.c — exercises the kernel library from C, without Python.
  * Build and run (tests/test_c_kernels.py does this):
  *   cc -std=c11 -O2 -ffp-contract=off -fno-math-errno -I../../csrc test_kernels.c \
- *      ../../csrc/{engine,pool,kernels_baseline,kernels_avx2,kernels_avx512}.c -lm -lpthread
+ *      ../../csrc/{engine,pool,runtime,kernels_baseline,kernels_avx2,kernels_avx512}.c -lm -lpthread
  * Prints "N passed, M failed" and exits non-zero on a failure. */
 #include <math.h>
 #include <stdio.h>
