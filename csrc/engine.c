@@ -1,15 +1,12 @@
-/* engine.c — the registry, SIMD dispatch, and the multi-tensor step. */
+/* engine.c — the registry, the multi-tensor step and the kernels around it. */
 #define _GNU_SOURCE
 #include "optimc.h"
 #include "kernels.h"
 #include "pool.h"
+#include "runtime.h"
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
-#include <unistd.h>
-#ifdef __linux__
-#include <sched.h>
-#endif
 
 /* ---- the registry, generated from rules/all.h ---- */
 
@@ -93,49 +90,7 @@ void optimc_init_state(int algorithm, const optimc_hyper *h, optimc_tensor *x)
     for (int s = 0; s < OPTIMC_MAX_SCALARS; s++) x->scalars[s] = s < alg->n_scalars ? alg->scalar_init[s] : 0.0;
 }
 
-/* ---- SIMD dispatch ---- */
-
-static const char *level_names[OPTIMC_N_LEVELS] = {"baseline", "avx2", "avx512"};
-static int current_level = -1;
-
-const char *optimc_level_name(int level)
-{
-    return level >= 0 && level < OPTIMC_N_LEVELS ? level_names[level] : "unknown";
-}
-
-int optimc_cpu_level(void)
-{
-#ifdef OPTIMC_HAVE_X86_LEVELS
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
-        && __builtin_cpu_supports("avx512dq"))
-        return OPTIMC_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return OPTIMC_AVX2;
-#endif
-    return OPTIMC_BASELINE;
-}
-
-int optimc_set_level(int level)
-{
-    int cpu = optimc_cpu_level();
-    if (level < 0) level = 0;
-    current_level = level < cpu ? level : cpu;
-    return current_level;
-}
-
-int optimc_get_level(void)
-{
-    if (current_level < 0) {
-        int level = optimc_cpu_level();
-        const char *env = getenv("OPTIMC_SIMD");  /* forces a lower level */
-        if (env) {
-            for (int l = 0; l < OPTIMC_N_LEVELS; l++)
-                if (strcmp(env, level_names[l]) == 0 && l < level) level = l;
-        }
-        current_level = level;
-    }
-    return current_level;
-}
+/* ---- SIMD dispatch: the kernel tables of the level in use ---- */
 
 static const optimc_impl (*level_table(void))[2]
 {
@@ -158,39 +113,6 @@ static const optimc_aux *level_aux(void)
 #endif
     return &optimc_aux_baseline;
 }
-
-/* ---- threads ---- */
-
-static int num_threads = 0;                 /* 0: not yet read */
-/* Bytes a step moves (reads + writes) from which it is split over threads.
- * Measured on our 2-core machine (docs/performance.md): two threads overtake
- * one at about 8 MB moved when the step follows other work (its data cold);
- * 12 MiB leaves a margin. */
-static size_t thread_threshold = 12u << 20;
-
-static int cpu_count(void)
-{
-#ifdef __linux__
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
-#endif
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}
-
-int optimc_get_num_threads(void)
-{
-    if (num_threads == 0) {
-        const char *env = getenv("OPTIMC_NUM_THREADS");
-        int n = env ? atoi(env) : 0;
-        num_threads = n >= 1 ? n : cpu_count();
-    }
-    return num_threads;
-}
-
-void optimc_set_num_threads(int n) { num_threads = n >= 1 ? n : 1; }
-size_t optimc_get_thread_threshold(void) { return thread_threshold; }
-void optimc_set_thread_threshold(size_t n) { thread_threshold = n; }
 
 /* Work is split over the concatenation of all tensors; each boundary is
  * rounded up to a multiple of 16 elements of its tensor (a whole number of
@@ -299,7 +221,7 @@ void optimc_step(int algorithm, const optimc_hyper *groups, optimc_tensor *tenso
         bytes += x->n * dtype_size(x->dtype) * (size_t)(3 + 2 * n_state);
     }
     int threads = optimc_get_num_threads();
-    if (threads > 1 && bytes >= thread_threshold) optimc_pool_run(step_task, &job, threads);
+    if (threads > 1 && bytes >= optimc_get_thread_threshold()) optimc_pool_run(step_task, &job, threads);
     else step_task(&job, 0, 1);
 }
 
@@ -325,7 +247,7 @@ void optimc_stream(int dtype, void *const *arrays, int n_read, int n_write, size
     stream_job job = {level_aux(), dtype, n_read, n_write, arrays, n};
     int threads = optimc_get_num_threads();
     size_t bytes = n * (dtype == OPTIMC_FLOAT32 ? 4 : 8) * (size_t)(n_read + n_write);
-    if (threads > 1 && bytes >= thread_threshold) optimc_pool_run(stream_task, &job, threads);
+    if (threads > 1 && bytes >= optimc_get_thread_threshold()) optimc_pool_run(stream_task, &job, threads);
     else stream_task(&job, 0, 1);
 }
 

@@ -520,36 +520,3 @@ def test_results_do_not_depend_on_threads_or_simd():
         optimc._core.set_thread_threshold(cfg["thread_threshold"])
     for r in results[1:]:
         assert np.array_equal(r, results[0])
-
-
-def _step_in_child(queue):
-    p = np.zeros(600_000, np.float32)
-    opt = optimc.Adam([p])
-    opt.step([np.ones_like(p)])
-    queue.put(float(p[0]))
-
-
-def test_fork_after_threaded_step_does_not_hang():
-    """The pool's threads do not survive fork(); the child must restart them."""
-    import multiprocessing as mp
-    if "fork" not in mp.get_all_start_methods():
-        pytest.skip("no fork on this platform")
-    cfg = optimc.show_config(False)
-    optimc.set_num_threads(2)
-    optimc._core.set_thread_threshold(1)
-    try:
-        p = np.zeros(600_000, np.float32)
-        optimc.Adam([p]).step([np.ones_like(p)])       # the parent's pool is running now
-        ctx = mp.get_context("fork")
-        queue = ctx.Queue()
-        child = ctx.Process(target=_step_in_child, args=(queue,))
-        child.start()
-        child.join(timeout=60)
-        hung = child.is_alive()
-        if hung:
-            child.kill()
-        assert not hung, "a forked child hung stepping with threads"
-        assert child.exitcode == 0 and queue.get(timeout=5) == pytest.approx(-1e-3)
-    finally:
-        optimc.set_num_threads(cfg["num_threads"])
-        optimc._core.set_thread_threshold(cfg["thread_threshold"])

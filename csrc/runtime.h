@@ -1,0 +1,23 @@
+/* runtime.h — run-time settings: SIMD level and threads (internal, plain C).
+ * The getters and setters are declared in optimc.h; this adds the limits and
+ * the reading of the environment variables that set their initial values. */
+#ifndef OPTIMC_RUNTIME_H
+#define OPTIMC_RUNTIME_H
+#include "optimc.h"
+
+#define OPTIMC_MAX_THREADS 256   /* optimc_set_num_threads caps at this */
+
+/* The environment variables are read at the first get. The parse and env
+ * functions return 1 for a valid value (written to *out), 0 when the text is
+ * NULL or empty (unset: the default applies), -1 for an invalid value (the
+ * default applies too, and the Python layer warns).
+ *  OPTIMC_NUM_THREADS: decimal digits, optionally padded with whitespace,
+ *                      1..OPTIMC_MAX_THREADS; default: the CPUs available.
+ *  OPTIMC_SIMD: exactly "baseline", "avx2" or "avx512", at most the CPU's
+ *               level; default: the CPU's level. */
+int optimc_parse_num_threads(const char *text, int *out);
+int optimc_parse_simd(const char *text, int *out);
+int optimc_env_num_threads(int *out);
+int optimc_env_simd(int *out);
+
+#endif
