@@ -10,6 +10,7 @@ arrives is noticed: after `timeout` seconds the waiting ranks print why and call
 from __future__ import annotations
 
 import numbers
+import os
 import sys
 import time
 import zlib
@@ -18,7 +19,7 @@ import numpy as np
 
 INSTALL_HINT = 'optimc.distributed needs mpi4py and an MPI library: pip install "optimc[mpi]"'
 DEFAULT_TIMEOUT = 600.0   # seconds a rank waits for the others in the agreement step
-_SPIN_SECONDS = 1.0       # poll without sleeping this long (MPI progresses only inside calls)
+_SPIN_SECONDS = 1.0       # poll without sleeping this long (MPI progresses only inside calls),
 _SLEEP_SECONDS = 1e-3     # then poll every millisecond
 
 
@@ -75,6 +76,8 @@ def wait(comm, request, timeout, what):
             comm.Abort(1)
         if waited > _SPIN_SECONDS:
             time.sleep(_SLEEP_SECONDS)
+        else:   # yield the core: with more ranks than cores, the rank we wait for may need it
+            os.sched_yield()
 
 
 def _layout_hash(signature):

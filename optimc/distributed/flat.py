@@ -38,24 +38,25 @@ def _owner(a):
 
 def tiled_region(arrays):
     """The 1-D array that `arrays` (one dtype, C-contiguous) tile end to end in
-    this order, or None. Empty arrays hold no bytes and are skipped."""
+    this order, as a view of the memory they share, or None. Empty arrays hold
+    no bytes and are skipped."""
     arrays = [a for a in arrays if a.size]
     if not arrays:
         return None
     owner = _owner(arrays[0])
-    if not owner.flags.c_contiguous or owner.dtype != arrays[0].dtype:
+    if not owner.flags.c_contiguous:
         return None
-    flat = owner.reshape(-1)
-    start = _address(arrays[0]) - _address(flat)
-    pos = start
+    start = pos = _address(arrays[0]) - _address(owner)
     for a in arrays:
-        if _owner(a) is not owner or not a.flags.c_contiguous or _address(a) - _address(flat) != pos:
+        if _owner(a) is not owner or not a.flags.c_contiguous or _address(a) - _address(owner) != pos:
             return None
         pos += a.nbytes
-    size = flat.itemsize
-    if start < 0 or start % size or pos > flat.nbytes:
+    if start < 0 or pos > owner.nbytes:
         return None
-    return flat[start // size:pos // size]
+    region = np.ndarray((pos - start) // arrays[0].itemsize, arrays[0].dtype, buffer=owner, offset=start)
+    if not owner.flags.writeable:
+        region.flags.writeable = False
+    return region
 
 
 def aligned_empty(n, dtype):

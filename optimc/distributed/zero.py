@@ -237,7 +237,7 @@ class ZeroRedundancyOptimizer:
         sizes = "/".join(str(len(a)) for a, _, _ in groups)
         return {
             "optimizer": optimizer, "param_groups": wrapper_groups, "_params": params,
-            "_names": names if all(named) else None, "_layout": layout,
+            "_names": names if all(named) else None, "_group_of": group_of, "_layout": layout,
             "_bounds": bounds, "_shard_grads": shard_grads, "_inner_map": inner_map,
             "_inner_group_of": inner_group_of, "_inner_grads": inner_grads, "_own_pairs": own_pairs,
             "_param_regions": {d: layout.region(params, d) for d in layout.slots},
@@ -310,13 +310,14 @@ class ZeroRedundancyOptimizer:
         """Global norm and non-finite check over all ranks' shards; True to skip."""
         MPI = _mpi.mpi()
         shards = list(self._shard_grads.values())
-        norm = grad_norm(shards)
+        norm = grad_norm(self._inner_grads)   # tensor by tensor, in the order one process sums them
         nonfinite = 0.0
         if not math.isfinite(norm):
             nonfinite = float(sum(int(np.count_nonzero(~np.isfinite(s))) for s in shards))
         totals = np.array([norm * norm, nonfinite])
-        self.comm.Allreduce(MPI.IN_PLACE, totals, op=MPI.SUM)
-        norm = math.sqrt(totals[0])
+        if self.comm.size > 1:   # (one rank keeps its norm as is: the same bits as one process)
+            self.comm.Allreduce(MPI.IN_PLACE, totals, op=MPI.SUM)
+            norm = math.sqrt(totals[0])
         self.__dict__["last_grad_norm"] = norm
         # as the C guard: an overflowing norm of finite grads is skipped too
         if self.skip_nonfinite and (totals[1] > 0 or not math.isfinite(norm)):
@@ -478,31 +479,48 @@ class ZeroRedundancyOptimizer:
             inner_groups.append(plain)
             start += n
             inner_start += counts[gi]
+        self._check_entries(state, base)
         inner_state = {}
         for k, m in enumerate(self._inner_map):
             if m is None:
                 inner_state[k] = base["state"][k]
                 continue
             i, a, length = m
-            p = self._params[i]
-            entry = state.get(i)
-            if not isinstance(entry, Mapping):
-                raise ValueError(f"state_dict: no state for param {i}")
-            cut = {}
-            for key, value in entry.items():
-                if isinstance(value, np.ndarray):
-                    if value.shape != p.shape:
-                        raise ValueError(f"state_dict: state[{i}][{key!r}]: expected a {p.dtype} array of "
-                                         f"shape {p.shape}, got {value.dtype} {value.shape}")
-                    value = np.ascontiguousarray(value).reshape(-1)[a:a + length].copy()
-                cut[key] = value
-            inner_state[k] = cut
+            inner_state[k] = {key: (np.ascontiguousarray(v).reshape(-1)[a:a + length].copy()
+                                    if isinstance(v, np.ndarray) else v)
+                              for key, v in state[i].items()}
         skipped = sd.get("skipped_steps", 0)
         if isinstance(skipped, bool) or not isinstance(skipped, numbers.Integral) or skipped < 0:
             raise ValueError(f"state_dict: bad step counters {(sd.get('step_count'), skipped)!r}")
         out = {k: v for k, v in sd.items() if k not in ("state", "param_groups", "skipped_steps")}
         out.update(state=inner_state, param_groups=inner_groups, skipped_steps=0)
         return out, int(skipped)
+
+    def _check_entries(self, state, base):
+        """Every param's state entry, including those this rank holds no piece
+        of, so that every rank refuses a bad checkpoint together. A group's
+        entries have the keys of its pieces' (or stand-in's) state here."""
+        sample = {}
+        for k, gi in enumerate(self._inner_group_of):
+            sample.setdefault(gi, base["state"][k])
+        for i, p in enumerate(self._params):
+            entry, want = state.get(i), sample[self._group_of[i]]
+            if not isinstance(entry, Mapping):
+                raise ValueError(f"state_dict: no state for param {i}")
+            if set(entry) != set(want):
+                raise ValueError(f"state_dict: state[{i}] holds {sorted(entry)}, expected {sorted(want)}")
+            for key, value in entry.items():
+                label = f"state_dict: state[{i}][{key!r}]"
+                if isinstance(want[key], np.ndarray):
+                    if not isinstance(value, np.ndarray) or value.shape != p.shape or value.dtype != p.dtype:
+                        got = f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) \
+                            else type(value).__name__
+                        raise ValueError(f"{label}: expected a {p.dtype} array of shape {p.shape}, got {got}")
+                elif isinstance(want[key], numbers.Integral):
+                    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                        raise ValueError(f"{label} must be an integer >= 0, got {value!r}")
+                elif isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                    raise ValueError(f"{label} must be a finite number, got {value!r}")
 
     def load_state_dict(self, state_dict, root=None):
         """Take the whole-optimizer `state_dict` (from ``consolidate_state_dict``,
