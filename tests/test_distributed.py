@@ -39,21 +39,62 @@ needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason='needs mpi4py and mpiexec: p
 
 def _env():
     """The environment of the ranks: this optimc, the scripts' helpers, and
-    with more ranks than cores, MPICH yielding the core while it waits."""
+    MPICH yielding the core while it waits (the jobs share the cores)."""
     paths = [str(Path(optimc.__file__).parent.parent), str(MPI_DIR), os.environ.get("PYTHONPATH", "")]
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
+    env.setdefault("MPIR_CVAR_ENABLE_HEAVY_YIELD", "1")
+    return env
 
 
-def mpirun(n, script, *args, timeout=300, check=True):
-    env = _env()
-    if n > (os.cpu_count() or 1):
-        env.setdefault("MPIR_CVAR_ENABLE_HEAVY_YIELD", "1")
-    r = subprocess.run([_mpiexec(), "-n", str(n), sys.executable, str(MPI_DIR / script), *map(str, args)],
-                       env=env, capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode:
-        pytest.fail(f"mpiexec -n {n} {script} {' '.join(map(str, args))} failed ({r.returncode}):\n"
-                    f"{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
-    return r
+class Job:
+    """``mpiexec -n N python tests/mpi/SCRIPT ARGS`` running in the background."""
+
+    def __init__(self, n, script, *args, folder):
+        self.what = f"mpiexec -n {n} {script} {' '.join(map(str, args))}"
+        self.out, self.err = folder / f"{script}.{n}.out", folder / f"{script}.{n}.err"
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            self.proc = subprocess.Popen(
+                [_mpiexec(), "-n", str(n), sys.executable, str(MPI_DIR / script), *map(str, args)],
+                env=_env(), stdout=out, stderr=err, text=True)
+
+    def wait(self, timeout=600, check=True):
+        """(return code, stderr) once it has ended; fails the test if it failed and `check`."""
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            pytest.fail(f"{self.what}: still running after {timeout} s")
+        err = self.err.read_text()
+        if check and code:
+            pytest.fail(f"{self.what} failed ({code}):\n{self.out.read_text()[-3000:]}\n{err[-6000:]}")
+        return code, err
+
+
+# The MPI jobs of this module wait for messages far more than they compute, so
+# they run side by side, all started with the module's first test.
+JOBS = {
+    "parity2": (2, "parity.py", "{folder}/parity2.npz", "batch"),
+    "parity3": (3, "parity.py", "{folder}/parity3.npz", "exact"),
+    "save": (3, "checkpoint.py", "save", "{folder}"),
+    "refusals": (3, "faults.py", "refusals", "{folder}/faults.pkl"),
+    "hang": (2, "faults.py", "hang", 2),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def jobs(request, tmp_path_factory):
+    """Starts the jobs the selected tests need when this module's first test
+    runs, so that they run while the one-process tests do."""
+    if not HAVE_MPI:
+        return None, {}
+    folder = tmp_path_factory.mktemp("mpi")
+    wanted = {name for item in request.session.items if item.module is request.module
+              for name in getattr(item, "fixturenames", ()) if name in JOBS}
+    started = {}
+    for name in wanted:
+        n, script, *args = JOBS[name]
+        started[name] = Job(n, script, *(str(a).format(folder=folder) for a in args), folder=folder)
+    return folder, started
 
 
 # ---- tolerances: float64 1e-12 relative, float32 within rounding (~80 ulps of the
@@ -229,26 +270,50 @@ def test_zero_add_param_group_keeps_the_state():
 
 # ---- several ranks ----
 
-def _parity(tmp_path_factory, n, mode):
-    if not HAVE_MPI:
-        pytest.skip('needs mpi4py and mpiexec: pip install ".[mpi]"')
-    out = tmp_path_factory.mktemp("parity") / "out.npz"
-    mpirun(n, "parity.py", out, mode)
-    with np.load(out) as f:
-        return n, dict(f)
-
-
-# One mpiexec run per rank count (each step is a few collectives, slow on an
+# One job per rank count (each step is a few collectives, slow on an
 # oversubscribed machine): 2 ranks with the whole batch's grads (within
 # rounding), 3 ranks with the exact grads (bit for bit).
 @pytest.fixture(scope="module")
-def parity2(tmp_path_factory):
-    return _parity(tmp_path_factory, 2, "batch")
+def parity2(jobs):
+    folder, started = jobs
+    if not started:
+        pytest.skip('needs mpi4py and mpiexec: pip install ".[mpi]"')
+    started["parity2"].wait()
+    with np.load(folder / "parity2.npz") as f:
+        return 2, dict(f)
 
 
 @pytest.fixture(scope="module")
-def parity3(tmp_path_factory):
-    return _parity(tmp_path_factory, 3, "exact")
+def parity3(jobs):
+    folder, started = jobs
+    if not started:
+        pytest.skip('needs mpi4py and mpiexec: pip install ".[mpi]"')
+    started["parity3"].wait()
+    with np.load(folder / "parity3.npz") as f:
+        return 3, dict(f)
+
+
+@pytest.fixture(scope="module")
+def save(jobs):
+    if not jobs[1]:
+        pytest.skip('needs mpi4py and mpiexec: pip install ".[mpi]"')
+    jobs[1]["save"].wait()
+
+
+@pytest.fixture(scope="module")
+def refusals(jobs):
+    if not jobs[1]:
+        pytest.skip('needs mpi4py and mpiexec: pip install ".[mpi]"')
+    jobs[1]["refusals"].wait()
+    with open(jobs[0] / "faults.pkl", "rb") as f:
+        return pickle.load(f)
+
+
+@pytest.fixture(scope="module")
+def hang(jobs):
+    if not jobs[1]:
+        pytest.skip('needs mpi4py and mpiexec: pip install ".[mpi]"')
+    return jobs[1]["hang"].wait(timeout=120, check=False)
 
 
 def _check_case(parity, name, wrapper, mode, variant):
@@ -298,13 +363,11 @@ def test_zero_clips_by_the_global_norm(parity2, name):
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    if not HAVE_MPI:
-        pytest.skip('needs mpi4py and mpiexec: pip install ".[mpi]"')
-    folder = tmp_path_factory.mktemp("checkpoints")
-    mpirun(3, "checkpoint.py", "save", folder)
-    mpirun(2, "checkpoint.py", "resume", folder)
-    mpirun(1, "checkpoint.py", "resume", folder)
+def checkpoints(jobs, save):
+    folder = jobs[0]
+    resumed = [Job(n, "checkpoint.py", "resume", folder, folder=folder) for n in (2, 1)]
+    for job in resumed:
+        job.wait()
     return folder
 
 
@@ -343,11 +406,8 @@ def test_checkpoint_from_3_ranks_resumes_on_2_and_1(checkpoints, name):
 
 
 @needs_mpi
-def test_bad_input_on_one_rank_raises_everywhere_and_changes_nothing(tmp_path):
-    out = tmp_path / "faults.pkl"
-    mpirun(3, "faults.py", "refusals", out)
-    with open(out, "rb") as f:
-        ranks = pickle.load(f)
+def test_bad_input_on_one_rank_raises_everywhere_and_changes_nothing(refusals):
+    ranks = refusals
     expect = {"shape": ("ValueError", "grads['W1_f64']: expected shape (4, 6)"),
               "dtype": ("TypeError", "grads['b1_f32']: expected dtype float32"),
               "missing": ("ValueError", "grads['s']: missing"),
@@ -368,8 +428,8 @@ def test_bad_input_on_one_rank_raises_everywhere_and_changes_nothing(tmp_path):
 
 
 @needs_mpi
-def test_a_rank_that_never_arrives_aborts_the_job_instead_of_hanging():
-    r = mpirun(2, "faults.py", "hang", 2, timeout=120, check=False)
-    assert r.returncode != 0
-    assert "this rank fails before step()" in r.stderr
-    assert "waited" in r.stderr and "Aborting the MPI job" in r.stderr, r.stderr[-3000:]
+def test_a_rank_that_never_arrives_aborts_the_job_instead_of_hanging(hang):
+    code, stderr = hang
+    assert code != 0
+    assert "this rank fails before step()" in stderr
+    assert "waited" in stderr and "Aborting the MPI job" in stderr, stderr[-3000:]
