@@ -321,7 +321,7 @@ def _check_case(parity, name, wrapper, mode, variant):
     cls = getattr(optimc, name)
     key = f"{name}|{wrapper}|{mode}|{variant}"
     ref_params, ref, ema = problem.reference(cls, n, mode, wrapper, live=variant == "live",
-                                             clip=variant == "clip")
+                                             clip=variant == "clip", growing=variant == "grow")
     got = {k: results[f"{key}|{k}"] for k in ref_params}
     assert results[f"{key}|same"], f"{key}: the ranks hold different params"
     assert tuple(results[f"{key}|counts"]) == (ref.step_count, ref.skipped_steps) == (problem.STEPS - 1, 1)
@@ -354,6 +354,13 @@ def test_3_ranks_equal_one_process_bit_for_bit(parity3, name, wrapper):
 @pytest.mark.parametrize("variant", ["flat", "live"])
 def test_flat_buffers_schedulers_live_changes_and_ema(parity2, wrapper, variant):
     _check_case(parity2, "Adam", wrapper, "exact", variant)
+
+
+@needs_mpi
+@pytest.mark.parametrize("wrapper", ["ddp", "zero"])
+def test_add_param_group_on_3_ranks(parity3, wrapper):
+    """ZeRO cuts the ranges anew and moves the state to its new owners."""
+    _check_case(parity3, "Adam", wrapper, "exact", "grow")
 
 
 @needs_mpi

@@ -53,7 +53,10 @@ def resume(folder):
                 opt = ZeroRedundancyOptimizer(problem.groups(params, cls), cls, **guard)
             else:
                 opt = DistributedOptimizer(cls(problem.groups(params, cls), **guard))
-            opt.load_state_dict(saved["optimizer"])
+            if wrapper == "zero" and comm.size > 1:   # only rank 0 needs the checkpoint
+                opt.load_state_dict(saved["optimizer"] if comm.rank == 0 else None, root=0)
+            else:
+                opt.load_state_dict(saved["optimizer"])
             train(opt, params, SAVE_AT + 1, problem.STEPS)
             out[wrapper] = (params, opt.step_count, opt.skipped_steps)
         if comm.rank == 0:

@@ -133,17 +133,34 @@ def live_changes(opt, step):
         opt.eps = 1e-6
 
 
-def reference(cls, n, mode, wrapper, stop=STEPS, live=False, clip=False):
+GROW_AT = 30   # the "grow" cases start with two groups and add the third before this step
+
+
+def grow(opt, all_groups, step):
+    """Add the last group at step GROW_AT; the grads `step` takes now."""
+    if step == GROW_AT:
+        opt.add_param_group(all_groups[-1])
+
+
+def active(opt, grads_):
+    names = [n for g in opt.param_groups for n in g["param_names"]]
+    return {n: grads_[n] for n in names}
+
+
+def reference(cls, n, mode, wrapper, stop=STEPS, live=False, clip=False, growing=False):
     """The single-process run: a plain `cls` over the same groups, stepped on
     `mean_grads` of `n` ranks (a number, or a function of the step); returns
     (params, optimizer, ema averages or None)."""
     n_at = n if callable(n) else (lambda step: n)
     params = initial_params()
-    opt = cls(groups(params, cls), **guard(wrapper, mode, clip))
+    all_groups = groups(params, cls)
+    opt = cls(all_groups[:-1] if growing else all_groups, **guard(wrapper, mode, clip))
     sched = schedule(opt) if live else None
     ema = optimc.EMA(params, decay=0.9) if live else None
     for step in range(1, stop + 1):
-        opt.step(mean_grads(params, n_at(step), step, mode))
+        if growing:
+            grow(opt, all_groups, step)
+        opt.step(active(opt, mean_grads(params, n_at(step), step, mode)))
         if live:
             sched.step()
             live_changes(opt, step)
