@@ -428,6 +428,9 @@ def test_bad_input_on_one_rank_raises_everywhere_and_changes_nothing(refusals):
         for rank, seen in enumerate(ranks):
             exc, message, unchanged = seen[wrapper, "hyper"]
             assert exc == "ValueError" and unchanged
+            exc, message, unchanged = seen[wrapper, "add_group"]
+            assert exc == "ValueError" and "rank 2: lr" in message and unchanged, message
+            assert seen[wrapper, "groups"] == 3
             assert seen[wrapper, "after"] == ranks[0][wrapper, "after"] and seen[wrapper, "after"][0] == 2
             exc, message = seen[wrapper, "layout"]
             assert exc == "ValueError" and "rank 2 has" in message, message

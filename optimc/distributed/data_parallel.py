@@ -122,6 +122,12 @@ class DistributedOptimizer:
 
     def add_param_group(self, param_group):
         """Add a group to the wrapped optimizer (on every rank, with the same shapes)."""
+        error = None
+        try:   # check the group on its own first, so that a rank that refuses it cannot leave the others waiting
+            type(self.optimizer)([param_group], **self.optimizer.defaults)
+        except (TypeError, ValueError) as e:
+            error = e
+        _mpi.agree(self.comm, error, self.timeout, "add_param_group()")
         self.optimizer.add_param_group(param_group)
         self._set_layout("add_param_group()")
 
@@ -178,9 +184,13 @@ def broadcast_parameters(params, root=0, comm=None, *, timeout=_mpi.DEFAULT_TIME
     comm = _mpi.communicator(comm)
     timeout = _mpi.check_timeout(timeout)
     root = _mpi.check_root(root, comm)
-    arrays, _ = _arrays_of(params)
-    layout = Layout(arrays)
-    _mpi.agree(comm, None, timeout, "broadcast_parameters()", layout.signature())
+    error, arrays, layout = None, None, None
+    try:
+        arrays, _ = _arrays_of(params)
+        layout = Layout(arrays)
+    except (TypeError, ValueError) as e:
+        error = e
+    _mpi.agree(comm, error, timeout, "broadcast_parameters()", layout and layout.signature())
     for dtype, n in layout.sizes.items():
         buf = layout.region(arrays, dtype)
         if buf is not None:

@@ -159,7 +159,8 @@ def check_grads(grads, params, names):
         missing = [n for n in names if n not in grads]
         if missing:
             raise ValueError(f"grads[{missing[0]!r}]: missing")
-        extra = [k for k in grads if k not in set(names)]
+        known = set(names)
+        extra = [k for k in grads if k not in known]
         if extra:
             raise ValueError(f"grads[{extra[0]!r}]: not a param of this optimizer")
         ordered = [grads[n] for n in names]

@@ -85,6 +85,10 @@ def refusals(out):
         results[wrapper, "load"] = attempt(opt, params, lambda: opt.load_state_dict(
             corrupt if comm.rank == BAD else good))
         results[wrapper, "hyper"] = attempt(opt, params, lambda: setattr(opt, "lr", -1.0))
+        extra = {"extra": np.zeros(5)}
+        results[wrapper, "add_group"] = attempt(opt, params, lambda: opt.add_param_group(
+            {"params": extra, "lr": -1.0 if comm.rank == BAD else 0.1}))
+        results[wrapper, "groups"] = len(opt.param_groups)
         # training goes on, on every rank alike
         opt.step(problem.grads(params, rows, 2, True))
         results[wrapper, "after"] = (opt.step_count, float(params["W1_f32"][0, 0]))
