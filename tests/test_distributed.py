@@ -116,13 +116,13 @@ def assert_close(got, ref, label, exact):
 
 # ---- without MPI ----
 
-def test_import_does_not_load_mpi4py():
+def test_import_does_not_load_mpi4py(tmp_path):
     code = ("import sys, optimc, optimc.distributed\n"
             "assert 'mpi4py' not in sys.modules, 'mpi4py imported'\n")
-    subprocess.run([sys.executable, "-c", code], env=_env(), check=True)
+    subprocess.run([sys.executable, "-c", code], env=_env(), cwd=tmp_path, check=True)
 
 
-def test_missing_mpi4py_says_what_to_install():
+def test_missing_mpi4py_says_what_to_install(tmp_path):
     code = ("import sys; sys.modules['mpi4py'] = None\n"
             "import numpy as np, optimc\n"
             "from optimc.distributed import DistributedOptimizer\n"
@@ -130,7 +130,8 @@ def test_missing_mpi4py_says_what_to_install():
             "    DistributedOptimizer(optimc.Adam([np.zeros(3)]))\n"
             "except ImportError as e:\n"
             "    print(e)\n")
-    out = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], env=_env(), cwd=tmp_path, capture_output=True, text=True,
+                         check=True)
     assert 'pip install "optimc[mpi]"' in out.stdout
 
 

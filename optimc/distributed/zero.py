@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..optimizers import Optimizer
+from ..optimizers import Adam, Optimizer
 from ..toolkit import grad_norm
 from . import _mpi
 from .flat import Layout, aligned_empty, check_grads, split_arrays
@@ -146,10 +146,8 @@ class ZeroRedundancyOptimizer:
     plain optimizer, or into a ZeroRedundancyOptimizer on any number of ranks.
     """
 
-    def __init__(self, params, optimizer_class=None, comm=None, *, timeout=_mpi.DEFAULT_TIMEOUT,
+    def __init__(self, params, optimizer_class=Adam, comm=None, *, timeout=_mpi.DEFAULT_TIMEOUT,
                  max_grad_norm=None, skip_nonfinite=False, **defaults):
-        if optimizer_class is None:
-            from ..optimizers import Adam as optimizer_class
         if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
             raise TypeError(f"optimizer_class: expected an optimc optimizer class such as optimc.Adam, "
                             f"got {optimizer_class!r}")
