@@ -47,14 +47,17 @@ def _env():
 
 
 class Job:
-    """``mpiexec -n N python tests/mpi/SCRIPT ARGS`` running in the background."""
+    """``mpiexec -n N python tests/mpi/SCRIPT ARGS`` (or ``python -m MODULE ARGS``
+    when SCRIPT is "-m MODULE") running in the background."""
 
     def __init__(self, n, script, *args, folder):
         self.what = f"mpiexec -n {n} {script} {' '.join(map(str, args))}"
-        self.out, self.err = folder / f"{script}.{n}.out", folder / f"{script}.{n}.err"
+        stem = f"{script.split()[-1]}.{n}.{'.'.join(map(str, args)).replace('/', '_')[-40:]}"
+        self.out, self.err = folder / f"{stem}.out", folder / f"{stem}.err"
+        target = script.split() if script.startswith("-m ") else [str(MPI_DIR / script)]
         with open(self.out, "w") as out, open(self.err, "w") as err:
             self.proc = subprocess.Popen(
-                [_mpiexec(), "-n", str(n), sys.executable, str(MPI_DIR / script), *map(str, args)],
+                [_mpiexec(), "-n", str(n), sys.executable, *target, *map(str, args)],
                 env=_env(), stdout=out, stderr=err, text=True)
 
     def wait(self, timeout=600, check=True):
@@ -78,6 +81,7 @@ JOBS = {
     "save": (3, "checkpoint.py", "save", "{folder}"),
     "refusals": (3, "faults.py", "refusals", "{folder}/faults.pkl"),
     "hang": (2, "faults.py", "hang", 2),
+    "bench": (2, "-m optimc.distributed.bench", "--size", 100_000, "--steps", 2, "--warmup", 0),
 }
 
 
@@ -436,6 +440,28 @@ def test_bad_input_on_one_rank_raises_everywhere_and_changes_nothing(refusals):
             exc, message = seen[wrapper, "layout"]
             assert exc == "ValueError" and "rank 2 has" in message, message
     assert all(r["broadcast_state"] == ranks[0]["broadcast_state"] for r in ranks)
+
+
+@pytest.fixture(scope="module")
+def bench(jobs):
+    if not jobs[1]:
+        pytest.skip('needs mpi4py and mpiexec: pip install ".[mpi]"')
+    job = jobs[1]["bench"]
+    job.wait()
+    return job.out.read_text()
+
+
+@needs_mpi
+def test_benchmark_reports_every_run_and_zero_halves_the_state(bench):
+    rows = {}
+    for line in bench.splitlines()[2:]:
+        ranks, name, *numbers = line.split()
+        rows[int(ranks), name] = [float(x) for x in numbers]
+    wrappers = ["DistributedOptimizer", "ZeroRedundancyOptimizer"]
+    assert sorted(rows) == sorted([(1, "optimc.Adam")] + [(r, n) for r in (1, 2) for n in wrappers]), bench
+    state = {key: values[-1] for key, values in rows.items()}   # MB per rank: Adam keeps 8 bytes per element
+    assert state[1, "optimc.Adam"] == state[1, "DistributedOptimizer"] == state[2, "DistributedOptimizer"] == 0.8
+    assert state[2, "ZeroRedundancyOptimizer"] == 0.4
 
 
 @needs_mpi

@@ -49,7 +49,7 @@ def _measure(comm, make, size, dtype, steps, warmup):
 
 
 def _runs():
-    plain = ("plain optimc.Adam", lambda p, comm: optimc.Adam([p]))
+    plain = ("optimc.Adam", lambda p, comm: optimc.Adam([p]))
     ddp = ("DistributedOptimizer", lambda p, comm: DistributedOptimizer(optimc.Adam([p]), comm))
     zero = ("ZeroRedundancyOptimizer", lambda p, comm: ZeroRedundancyOptimizer([p], optimc.Adam, comm))
     return [plain, ddp, zero], [ddp, zero]
