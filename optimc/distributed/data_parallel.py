@@ -62,7 +62,7 @@ class DistributedOptimizer:
 
     When the grads tile one buffer per dtype (e.g. ``FlatBuffer(params).views``)
     they are averaged in place, with no copy; otherwise they are copied into a
-    reusable buffer and left unchanged.
+    reusable buffer (allocated at the first step that needs it) and left unchanged.
     """
 
     def __init__(self, optimizer, comm=None, *, timeout=_mpi.DEFAULT_TIMEOUT):
@@ -83,9 +83,7 @@ class DistributedOptimizer:
         object.__setattr__(self, "_params", params)
         object.__setattr__(self, "_names", names)
         object.__setattr__(self, "_layout", layout)
-        scratch = {d: aligned_empty(n, d) for d, n in layout.sizes.items()}
-        object.__setattr__(self, "_scratch", scratch)
-        object.__setattr__(self, "_scratch_views", layout.views(scratch))
+        object.__setattr__(self, "_scratch", {})        # dtype -> (buffer, views), made when first needed
 
     def step(self, grads):
         """Average `grads` over the ranks, then step the wrapped optimizer once."""
@@ -104,10 +102,13 @@ class DistributedOptimizer:
             tp = time.perf_counter()
             buf = layout.region(ordered, dtype, writeable=True)
             if buf is None:
-                buf = self._scratch[dtype]
+                if dtype not in self._scratch:
+                    scratch = aligned_empty(layout.sizes[dtype], dtype)
+                    self._scratch[dtype] = (scratch, layout.views({dtype: scratch}))
+                buf, views = self._scratch[dtype]
                 layout.pack(ordered, dtype, buf)
                 for i, _, _ in layout.slots[dtype]:
-                    averaged[i] = self._scratch_views[i]
+                    averaged[i] = views[i]
             t_pack += time.perf_counter() - tp
             if size > 1:
                 self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)

@@ -87,9 +87,12 @@ class Layout:
         return "[" + ", ".join(f"{d} {s}" for d, s in zip(self.dtypes, self.shapes)) + "]"
 
     def views(self, buffers):
-        """The arrays' shapes as views of `buffers` (dtype -> 1-D array), in order."""
+        """The arrays' shapes as views of `buffers` (dtype -> 1-D array), in order
+        (None for the arrays of a dtype that `buffers` lacks)."""
         out = [None] * len(self.shapes)
         for dtype, slots in self.slots.items():
+            if dtype not in buffers:
+                continue
             for i, offset, size in slots:
                 out[i] = buffers[dtype][offset:offset + size].reshape(self.shapes[i])
         return out
