@@ -228,7 +228,7 @@ def test_zero_groups_forward_hyperparameters_and_refuse_bad_ones():
     opt.param_groups[2].update(lr=0.03, betas=(0.8, 0.9), note="mine")
     assert inner.param_groups[2]["betas"] == (0.8, 0.9) and opt.param_groups[2]["note"] == "mine"
     opt.eps = 1e-6
-    assert opt.eps == 1e-6 and all(g["eps"] == 1e-6 for g in inner.param_groups + opt.param_groups)
+    assert opt.eps == 1e-6 and all(g["eps"] == 1e-6 for g in (*inner.param_groups, *opt.param_groups))
     before = [dict(g) for g in opt.param_groups]
     with pytest.raises(ValueError, match="lr"):
         opt.param_groups[1]["lr"] = -1.0
@@ -423,7 +423,7 @@ def test_bad_input_on_one_rank_raises_everywhere_and_changes_nothing(refusals):
     expect = {"shape": ("ValueError", "grads['W1_f64']: expected shape (4, 6)"),
               "dtype": ("TypeError", "grads['b1_f32']: expected dtype float32"),
               "missing": ("ValueError", "grads['s']: missing"),
-              "load": ("ValueError", "state_dict: state[0]['exp_avg']")}
+              "load": ("ValueError", "['exp_avg']: expected a float32 array")}
     for wrapper in ("ddp", "zero"):
         for what, (kind, text) in expect.items():
             for rank, seen in enumerate(ranks):
