@@ -14,9 +14,11 @@ OPTIMC_IN_PACKAGING_TEST keeps it from starting this test again.
 """
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import shutil
 import subprocess
+import sys
 import venv
 from pathlib import Path
 
@@ -49,6 +51,42 @@ def test_readme_shows_a_demo_and_a_test_command():
     demo, tests = commands
     assert "[demo]" in demo and "python -m optimc" in demo, demo
     assert "[test]" in tests and tests.endswith("pytest"), tests
+
+
+def _import_error_in(tree):
+    """The ImportError text of `import optimc` run from the folder `tree`, without
+    site-packages (so only tree/optimc can be found)."""
+    proc = subprocess.run([sys.executable, "-S", "-c", "import optimc"], cwd=tree, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert proc.returncode != 0
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def _package_copy(tmp_path, source_tree, core_file=None):
+    pkg = tmp_path / "optimc"
+    pkg.mkdir(parents=True)
+    shutil.copy(ROOT / "optimc" / "__init__.py", pkg / "__init__.py")
+    if source_tree:
+        (tmp_path / "setup.py").write_text("")
+        (tmp_path / "csrc").mkdir()
+    if core_file:
+        (pkg / core_file).write_bytes(b"not a shared library")
+    return tmp_path
+
+
+def test_import_error_of_an_unbuilt_source_tree(tmp_path):
+    msg = _import_error_in(_package_copy(tmp_path, source_tree=True))
+    assert msg.startswith("ImportError: optimc is being imported from its source tree")
+    assert "has not been built" in msg and "pip install -e ." in msg and "another folder" in msg
+
+
+def test_import_error_of_a_broken_or_missing_extension(tmp_path):
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    msg = _import_error_in(_package_copy(tmp_path / "a", source_tree=True, core_file="_core" + suffix))
+    assert "failed to import" in msg and "rebuild it (`pip install -e .`" in msg
+    msg = _import_error_in(_package_copy(tmp_path / "b", source_tree=False))
+    assert "is missing from" in msg and "reinstall optimc" in msg
 
 
 def _run(cmd, cwd, env, timeout=900):
