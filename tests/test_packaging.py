@@ -89,7 +89,7 @@ def test_import_error_of_a_broken_or_missing_extension(tmp_path):
     assert "is missing from" in msg and "reinstall optimc" in msg
 
 
-def _run(cmd, cwd, env, timeout=900):
+def _run(cmd, cwd, env, timeout=1800):
     proc = subprocess.run(["bash", "-c", cmd], cwd=cwd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=timeout)
     return proc.returncode, proc.stdout
