@@ -1081,7 +1081,7 @@ SECTIONS = ("main", "fixed", "threads")
 
 def build_parser():
     p = argparse.ArgumentParser(
-        prog="python -m optimc bench",
+        prog=("optimc" if os.path.basename(sys.argv[0]) == "optimc" else "python -m optimc") + " bench",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="optimc's speed benchmark: optimc's step against a NumPy implementation,\n"
                     "torch.optim (loop, foreach, fused) and the memory roofline (optimc's stream\n"

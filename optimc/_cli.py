@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     problem_lines = "\n".join(
         f"  {cls.name:<16} {cls.description}" for cls in _problems._FACTORIES.values())
     parser = argparse.ArgumentParser(
-        prog="python -m optimc",
+        prog="optimc" if os.path.basename(sys.argv[0]) == "optimc" else "python -m optimc",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Run optimc's optimizers on built-in problems and compare them.\n\n"

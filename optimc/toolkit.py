@@ -80,6 +80,11 @@ class _Averager:
         self._averages = [np.array(p, copy=True) for p in arrays]
         self.num_updates = 0
 
+    def _describe_arrays(self):
+        dtypes = "/".join(sorted({str(a.dtype) for a in self._averages}))
+        n = len(self._averages)
+        return f"{n} array{'s' * (n != 1)} ({dtypes}, {sum(a.size for a in self._averages):,} elements)"
+
     @property
     def averages(self):
         """The averaged arrays (a dict when params were given by name)."""
@@ -138,18 +143,73 @@ class _Averager:
         self.num_updates = int(n)
 
 
-class EMA(_Averager):
-    """Exponential moving average of the params, as torch.optim.swa_utils'
-    ``AveragedModel(..., multi_avg_fn=get_ema_multi_avg_fn(decay))`` and Keras'
-    ``use_ema``: the first update() copies the params, each later one does
-    avg ← avg + (1 − decay)(θ − avg)."""
+_WARMUPS = (None, "count", "power")
 
-    def __init__(self, params, decay=0.999):
+
+class EMA(_Averager):
+    """Exponential moving average of the params: avg ← avg + w_t·(θ − avg) at each
+    ``update()``, t = 1, 2, ... the update's number. The weight w_t:
+
+    * default: w_1 = 1 (the first update copies the params), then w_t = 1 − decay;
+      as torch.optim.swa_utils' ``AveragedModel(..., multi_avg_fn=
+      get_ema_multi_avg_fn(decay))`` and Keras' ``use_ema``.
+    * ``debias=True``: the bias-corrected average of optax's ``ema(decay, debias=True)``,
+      m_t / (1 − decay^t) with m the average started at zero; as a weight,
+      w_t = (1 − decay) / (1 − decay^t) (so w_1 = 1 too).
+    * ``warmup="count"``: w_t = 1 − min(decay, t / (9 + t)), TensorFlow's
+      ``ExponentialMovingAverage(decay, num_updates)`` form min(decay, (1 + n)/(10 + n))
+      with n = t − 1 updates done before.
+    * ``warmup="power"``: w_t = 1 − min(decay, 1 − (1 + (t − 1)/warmup_gamma)^(−warmup_power)),
+      timm's ``ModelEmaV3(use_warmup=True)`` decay (defaults gamma 1, power 2/3;
+      w_1 = 1).
+
+    With a warm-up (or debiasing) early averages follow the params closely and the
+    average does not remember the random initial weights for ~1/(1 − decay) updates.
+    """
+
+    debias = False           # class defaults: EMAs pickled before these options existed
+    warmup = None
+    warmup_gamma = 1.0
+    warmup_power = 2.0 / 3.0
+
+    def __init__(self, params, decay=0.999, *, debias=False, warmup=None, warmup_gamma=None,
+                 warmup_power=None):
         self.decay = _real("decay", decay, 0.0, 1.0)
+        self.debias = _flag("debias", debias)
+        if warmup not in _WARMUPS:
+            raise ValueError(f"warmup: expected None, 'count' or 'power', got {warmup!r}")
+        if self.debias and warmup is not None:
+            raise ValueError("debias=True and warmup: choose one (both correct the start of the average)")
+        if warmup != "power" and (warmup_gamma is not None or warmup_power is not None):
+            raise ValueError("warmup_gamma/warmup_power: only used with warmup='power'")
+        self.warmup = warmup
+        if warmup == "power":
+            if warmup_gamma is not None:
+                self.warmup_gamma = _real("warmup_gamma", warmup_gamma, lo=0.0, lo_open=True)
+            if warmup_power is not None:
+                self.warmup_power = _real("warmup_power", warmup_power, lo=0.0, lo_open=True)
         super().__init__(params)
 
+    def current_decay(self):
+        """The decay the next ``update()`` will use (1 − its weight)."""
+        return 1.0 - self._weight()
+
     def _weight(self):
-        return 1.0 if self.num_updates == 0 else 1.0 - self.decay
+        t = self.num_updates + 1            # this update's number, 1-based
+        d = self.decay
+        if self.debias:
+            return (1.0 - d) / (1.0 - d ** t) if d < 1.0 else (1.0 if t == 1 else 0.0)
+        if self.warmup == "count":
+            return 1.0 - min(d, t / (9.0 + t))
+        if self.warmup == "power":
+            return 1.0 - min(d, 1.0 - (1.0 + (t - 1) / self.warmup_gamma) ** -self.warmup_power)
+        return 1.0 if t == 1 else 1.0 - d
+
+    def __repr__(self):
+        opts = "".join(f", {k}={v!r}" for k, v in (("debias", self.debias), ("warmup", self.warmup)) if v)
+        if self.warmup == "power":
+            opts += f", warmup_gamma={self.warmup_gamma!r}, warmup_power={self.warmup_power!r}"
+        return f"EMA(decay={self.decay!r}{opts}; {self._describe_arrays()}, {self.num_updates} updates)"
 
 
 class SWA(_Averager):
@@ -159,3 +219,6 @@ class SWA(_Averager):
 
     def _weight(self):
         return 1.0 / (self.num_updates + 1)
+
+    def __repr__(self):
+        return f"SWA({self._describe_arrays()}, {self.num_updates} updates)"

@@ -217,9 +217,13 @@ def ref_clip_norm(grads, max_norm, norm_type=2.0):
 
 
 def ref_clip_value(grads, v):
+    """Elements above v become v, below -v become -v; every other element (NaN,
+    -0.0 included) is kept bit for bit. Written with comparisons, not np.clip,
+    whose handling of -0.0 changed between NumPy versions (2.0 returns +0.0)."""
     out = copies(grads)
     for g in values(out):
-        np.clip(g, -g.dtype.type(v), g.dtype.type(v), out=g)
+        hi, lo = g.dtype.type(v), -g.dtype.type(v)
+        g[...] = np.where(g > hi, hi, np.where(g < lo, lo, g))
     return out
 
 
@@ -341,6 +345,34 @@ def test_clip_grad_value_matches_numpy(dtype, clip_value):
     d = {"a": np.array([-3.0, 0.5, 3.0], dtype), "b": np.array(-7.0, dtype)}
     optimc.clip_grad_value(d, 1.0)
     assert_bitwise(list(d.values()), [np.array([-1.0, 0.5, 1.0], dtype), np.array(-1.0, dtype)], "dict")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dt_id)
+def test_clip_grad_value_signed_zero_and_nan(dtype):
+    """The documented -0.0 rule: an element inside [-v, v] is left exactly as it
+    is, so -0.0 stays -0.0 (also with v = 0); an element below -v becomes -v,
+    which is -0.0 when v = 0; NaN stays NaN. As torch.clamp and NumPy >= 2.1."""
+    g = np.array([-0.0, 0.0, np.nan, -3.0, 3.0, -1e-30], dtype)
+    optimc.clip_grad_value([g], 0.0)
+    assert np.signbit(g).tolist() == [True, False, False, True, False, True]
+    assert np.isnan(g[2]) and not np.any(g[~np.isnan(g)])
+    g = np.array([-0.0, 0.5, -2.0], dtype)
+    optimc.clip_grad_value([g], 1.0)
+    assert np.signbit(g).tolist() == [True, False, True] and g.tolist() == [0.0, 0.5, -1.0]
+    torch = _torch_or_none()
+    if torch is not None:
+        t = torch.tensor([-0.0, 0.0, float("nan"), -3.0, 3.0, -1e-30], dtype=getattr(torch, dt_id(dtype)))
+        ours = np.array([-0.0, 0.0, np.nan, -3.0, 3.0, -1e-30], dtype)
+        optimc.clip_grad_value([ours], 0.0)
+        assert_bitwise([ours], [t.clamp(-0.0, 0.0).numpy()], "vs torch.clamp")
+
+
+def _torch_or_none():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
 
 
 def test_clip_grad_norm_nonfinite():
@@ -978,6 +1010,128 @@ def test_ema_of_an_optimizer_for_evaluation():
     assert_close([W, b], expected, ulp_rtol(np.float64, 2), "evaluating with the averages")
     ema.swap()
     assert_bitwise([W, b], trained, "training params back")
+
+
+def ref_ema_options(history, init, decay, debias=False, warmup=None, gamma=1.0, power=2 / 3):
+    """EMA with optax's bias correction or a warm-up, in float64, written from the
+    sources' formulas: optax ema(debias=True) keeps m (from 0) and reports
+    m / (1 - decay^t); TensorFlow's ExponentialMovingAverage(num_updates=n) decays
+    by min(decay, (1 + n) / (10 + n)); timm's ModelEmaV3(use_warmup=True) by
+    1 - (1 + s / gamma)^-power with s = step - 1 (0 on the first update)."""
+    if debias:
+        m = [np.zeros(x.shape) for x in init]
+        for ps in history:
+            m = [decay * a + (1 - decay) * p.astype(np.float64) for a, p in zip(m, ps)]
+        return [a / (1 - decay ** len(history)) for a in m]
+    avg = [x.astype(np.float64) for x in init]
+    for n, ps in enumerate(history):          # n updates done before this one
+        if warmup == "count":
+            d = min(decay, (1 + n) / (10 + n))
+        else:
+            s = n                               # timm: max(0, step - 1) with step = n + 1
+            d = 0.0 if s <= 0 else min(decay, 1 - (1 + s / gamma) ** -power)
+        avg = [d * a + (1 - d) * p.astype(np.float64) for a, p in zip(avg, ps)]
+    return avg
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dt_id)
+@pytest.mark.parametrize("options", [{"debias": True}, {"warmup": "count"}, {"warmup": "power"},
+                                     {"warmup": "power", "warmup_gamma": 4.0, "warmup_power": 0.75}],
+                         ids=["debias", "count", "power", "power-g4-p075"])
+@pytest.mark.parametrize("decay", [0.5, 0.9, 0.999])
+def test_ema_options_match_numpy(dtype, decay, options):
+    params = arrays(dtype, 70)
+    init = copies(params)
+    ema = optimc.EMA(params, decay=decay, **options)
+    history = []
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    for _ in _walk(params, dtype, 30):
+        ema.update()
+        history.append(copies(params))
+        ref = ref_ema_options(history, init, decay, options.get("debias", False), options.get("warmup"),
+                              options.get("warmup_gamma", 1.0), options.get("warmup_power", 2 / 3))
+        assert_close(ema.averages, ref, rtol, f"EMA {options}")
+    assert ema.num_updates == 30
+
+
+def test_ema_current_decay():
+    d = 0.99
+    for options, first in (({}, 0.0), ({"debias": True}, 0.0), ({"warmup": "count"}, 0.1),
+                           ({"warmup": "power"}, 0.0)):
+        ema = optimc.EMA([np.zeros(2)], decay=d, **options)
+        decays = []
+        for _ in range(2000):
+            decays.append(ema.current_decay())
+            ema.update()
+        assert decays[0] == pytest.approx(first, abs=1e-15), options
+        assert all(a <= b + 1e-15 for a, b in zip(decays, decays[1:])), f"{options}: not increasing"
+        assert decays[-1] == pytest.approx(d, rel=1e-9 if options.get("warmup") != "power" else 1e-2)
+    assert optimc.EMA([np.zeros(2)], decay=0.9, warmup="count").current_decay() == pytest.approx(0.1)
+    ema = optimc.EMA([np.zeros(2)], decay=0.9, warmup="count")
+    for _ in range(100):
+        ema.update()
+    assert ema.current_decay() == 0.9           # min(0.9, 101/110) = 0.9
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dt_id)
+@pytest.mark.parametrize("decay", [0.9, 0.999])
+def test_ema_debias_vs_optax(dtype, decay):
+    optax = pytest.importorskip("optax")
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    params = arrays(dtype, 71)
+    ema = optimc.EMA(params, decay=decay, debias=True)
+    tx = optax.ema(decay, debias=True)
+    state = tx.init([jax.numpy.asarray(p) for p in params])
+    update = jax.jit(tx.update)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    for _ in _walk(params, dtype, 25):
+        ema.update()
+        out, state = update([jax.numpy.asarray(p) for p in params], state)
+        assert_close(ema.averages, [np.asarray(o) for o in out], rtol, "EMA debias vs optax",
+                     record=f"EMA debias decay={decay} {dt_id(dtype)} (optax)")
+
+
+def test_ema_option_checks():
+    p = [np.zeros(2)]
+    cases = [
+        (dict(warmup="linear"), ValueError, "warmup"),
+        (dict(debias=True, warmup="count"), ValueError, "debias"),
+        (dict(warmup="count", warmup_gamma=2.0), ValueError, "warmup_gamma"),
+        (dict(warmup_power=0.5), ValueError, "warmup_power"),
+        (dict(warmup="power", warmup_gamma=0.0), ValueError, "warmup_gamma"),
+        (dict(warmup="power", warmup_power=-1.0), ValueError, "warmup_power"),
+        (dict(debias="yes"), TypeError, "debias"),
+    ]
+    for kwargs, exc, text in cases:
+        with pytest.raises(exc, match=text):
+            optimc.EMA(p, 0.9, **kwargs)
+
+
+def test_ema_options_survive_pickle_and_state_dict():
+    params = arrays(np.float64, 72)
+    ema = optimc.EMA(params, decay=0.95, warmup="power", warmup_gamma=3.0, warmup_power=0.5)
+    for _ in _walk(params, np.float64, 3):
+        ema.update()
+    clone = pickle.loads(pickle.dumps(ema))
+    assert (clone.warmup, clone.warmup_gamma, clone.warmup_power) == ("power", 3.0, 0.5)
+    assert clone.current_decay() == ema.current_decay()
+    resumed = optimc.EMA(params, decay=0.95, warmup="power", warmup_gamma=3.0, warmup_power=0.5)
+    resumed.load_state_dict(ema.state_dict())
+    assert resumed.current_decay() == ema.current_decay()
+
+
+def test_averager_reprs():
+    params = {"W": np.zeros((2, 3), np.float32), "b": np.zeros(3, np.float32)}
+    ema = optimc.EMA(params, decay=0.99)
+    ema.update()
+    assert repr(ema) == "EMA(decay=0.99; 2 arrays (float32, 9 elements), 1 updates)"
+    assert repr(optimc.EMA([np.zeros(2)], decay=0.9, debias=True)) == \
+        "EMA(decay=0.9, debias=True; 1 array (float64, 2 elements), 0 updates)"
+    assert repr(optimc.EMA([np.zeros(2)], 0.9, warmup="power", warmup_power=0.75)) == \
+        "EMA(decay=0.9, warmup='power', warmup_gamma=1.0, warmup_power=0.75; 1 array (float64, 2 elements), 0 updates)"
+    assert repr(optimc.SWA([np.zeros(2), np.zeros(1, np.float32)])) == \
+        "SWA(2 arrays (float32/float64, 3 elements), 0 updates)"
 
 
 # ===========================================================================
