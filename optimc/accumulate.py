@@ -14,7 +14,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .optimizers import Optimizer, _flag
+from ._checks import flag as _flag
+from .optimizers import Optimizer
 
 FORMAT = "optimc.MultiSteps"
 

@@ -159,7 +159,7 @@ class _Decoder:
 def _params_of(opt):
     """The optimizer's param arrays in state_dict order (through the public param_groups)."""
     groups = getattr(opt, "param_groups", None)
-    if not isinstance(groups, list) or not hasattr(opt, "state_dict") or not hasattr(opt, "load_state_dict"):
+    if not isinstance(groups, (list, tuple)) or not hasattr(opt, "state_dict") or not hasattr(opt, "load_state_dict"):
         raise TypeError(f"opt: expected an optimc optimizer (or MultiSteps), got {type(opt).__name__}")
     return [p for g in groups for p in g["params"]]
 

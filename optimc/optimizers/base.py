@@ -94,7 +94,7 @@ class Optimizer(Checkpointing, Display, _core.Engine):
         defaults = Defaults(self._check(hyper))
         defaults._attach(self)
         object.__setattr__(self, "_defaults", defaults)
-        object.__setattr__(self, "_groups", [])
+        object.__setattr__(self, "_groups", ())
         object.__setattr__(self, "_names", None)
         self.set_guard(**options)
         if isinstance(params, (list, tuple)) and params and all(isinstance(g, Mapping) for g in params):
@@ -184,7 +184,7 @@ class Optimizer(Checkpointing, Display, _core.Engine):
         missing hyperparameters come from ``defaults``. Its state is allocated now."""
         if not isinstance(param_group, Mapping) or "params" not in param_group:
             raise TypeError("param_group: expected a dict with a 'params' entry")
-        arrays, names = split_params(param_group["params"], "param_group['params']")
+        arrays, names = split_params(param_group["params"], "params")
         if not arrays:
             raise ValueError("params: a param group needs at least one array")
         hyper = {k: v for k, v in param_group.items() if k in self._hyper_names}
@@ -201,12 +201,12 @@ class Optimizer(Checkpointing, Display, _core.Engine):
             dict.__setitem__(group, "param_names", tuple(names))
             object.__setattr__(self, "_names", (self._names or []) + names)
         group._attach(self)
-        self._groups.append(group)
+        object.__setattr__(self, "_groups", self._groups + (group,))
 
     @property
     def param_groups(self):
         """The param groups, in order (a tuple: add groups with add_param_group)."""
-        return tuple(self._groups)
+        return self._groups
 
     @property
     def defaults(self):
