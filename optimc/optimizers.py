@@ -9,53 +9,16 @@ from __future__ import annotations
 
 import html
 import inspect
-import math
 import numbers
 from collections.abc import Mapping
 
 import numpy as np
 
 from . import _core
+from ._checks import betas as _betas, flag as _flag, lr as _lr, real as _real
 
 STATE_DICT_FORMAT = "optimc.state_dict"
 STATE_DICT_VERSION = 1
-
-
-# ---- hyperparameter checks: one function per kind of value ----------------
-
-def _real(name, value, lo=None, hi=None, lo_open=False, hi_open=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number, got {value!r}")
-    x = float(value)
-    ok = math.isfinite(x)
-    if lo is not None:
-        ok = ok and (x > lo if lo_open else x >= lo)
-    if hi is not None:
-        ok = ok and (x < hi if hi_open else x <= hi)
-    if not ok:
-        left = "(" if lo_open else "["
-        right = ")" if hi_open else "]"
-        span = f"{left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{right}"
-        raise ValueError(f"{name}: expected a finite value in {span}, got {value!r}")
-    return x
-
-
-def _flag(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected True or False, got {value!r}")
-    return bool(value)
-
-
-def _lr(name, value):
-    if callable(value):
-        return value
-    return _real(name, value, lo=0.0)
-
-
-def _betas(name, value):
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise TypeError(f"{name}: expected a pair (beta1, beta2), got {value!r}")
-    return tuple(_real(f"{name}[{k}]", b, 0.0, 1.0, hi_open=True) for k, b in enumerate(value))
 
 
 _CHECKS = {

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _core
-from .optimizers import Optimizer, _flag, _real, _split_params
+from ._checks import flag as _flag, real as _real
+from .optimizers import Optimizer, _split_params
 
 
 def _norm_type(norm_type):
