@@ -622,10 +622,6 @@ def test_every_field_is_checked_on_load(kind_of_opt, spec_id):
     sched.load_state_dict(state)                  # and the untouched state still loads
 
 
-def _bad_state(spec_id, change):
-    return spec_id, change
-
-
 BAD_STATES = [
     # issue 9 item 16's cases, then one or more per field kind and per scheduler
     ("StepLR", {"last_epoch": "x"}, TypeError, "last_epoch"),
@@ -701,6 +697,40 @@ def test_bad_state_refused_with_nothing_changed(make_opt, spec_id, change, exc, 
     with pytest.raises(exc, match=match):
         sched.load_state_dict({**sched.state_dict(), **change})
     assert_same(before, snapshot(opt, sched))
+
+
+@pytest.mark.parametrize("spec_id", SPEC_IDS)
+def test_every_builtin_state_field_declares_its_check(spec_id):
+    sched = stepped(spec_id, standin_opt(SPEC_BY_ID[spec_id][1]))
+    undeclared = set(sched.state_dict()) - set(type(sched)._field_specs) - {"_schedulers"}
+    assert not undeclared, f"{type(sched).__name__} declares no check for {undeclared} in _fields"
+
+
+class WarmupLR(S.LRScheduler):
+    """A user's scheduler: it declares no checks, so its fields keep their kind of value."""
+
+    def __init__(self, optimizer, warmup, label="warm", last_epoch=-1):
+        self.warmup, self.label, self.ramp = warmup, label, [0.5, 1.0]
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        return [base * min(1.0, (self.last_epoch + 1) / self.warmup) for base in self.base_lrs]
+
+
+@pytest.mark.parametrize("change,exc", [({"warmup": "5"}, TypeError), ({"warmup": 2.5}, TypeError),
+                                        ({"label": 3}, TypeError), ({"ramp": [0.5]}, ValueError),
+                                        ({"ramp": [0.5, math.nan]}, ValueError), ({"last_epoch": -3}, ValueError)])
+def test_user_subclass_fields_keep_their_kind(make_opt, change, exc):
+    opt = make_opt("plain")
+    sched = WarmupLR(opt, warmup=5)
+    run(opt, sched, 0, 3)
+    assert repr(sched) == "WarmupLR(warmup=5, label='warm', last_epoch=3)"
+    before = snapshot(opt, sched)
+    with pytest.raises(exc, match=next(iter(change))):
+        sched.load_state_dict({**sched.state_dict(), **change})
+    assert_same(before, snapshot(opt, sched))
+    sched.load_state_dict({**sched.state_dict(), "warmup": 10})
+    assert sched.warmup == 10
 
 
 def test_nested_fields_are_named_with_their_path(make_opt):
@@ -893,6 +923,21 @@ def test_refused_step_of_any_scheduler_changes_nothing(make_opt, kind, make):
     assert_same(before, snapshot(opt, sched))
     flaky.armed = False
     sched.step()
+
+
+def test_one_cycle_step_needs_the_keys_it_stores_in_the_groups():
+    """The optimizer's checkpoint holds "max_lr" & co.; a group without them is named."""
+    opt = standin_opt("momentum")
+    sched = stepped("OneCycleLR-cos-momentum", opt)
+    del opt.param_groups[1]["max_lr"]
+    before = snapshot(opt, sched)
+    with pytest.raises(KeyError, match=r"param_groups\[1\] has no 'max_lr'"):
+        sched.step()
+    assert_same(before, snapshot(opt, sched))
+    opt.param_groups[1]["max_lr"] = -1.0
+    with pytest.raises(ValueError, match=r"param_groups\[1\]\['max_lr'\]"):
+        sched.step()
+    assert_same(before[0], snapshot(opt, sched)[0])
 
 
 class PickyGroup(dict):

@@ -32,14 +32,10 @@ Two interfaces, one module each:
 """
 
 from . import functional, schedulers
-from .functional import (Schedule, constant, cosine_decay, exponential_decay, linear_warmup,
-                         piecewise_constant, step_decay, warmup_cosine)
+from .functional import *  # noqa: F401,F403  (the names in functional.__all__)
+from .schedulers import *  # noqa: F401,F403  (the names in schedulers.__all__)
 # Schedules pickled before the split into modules name their rules here.
 from .functional import (_constant, _cosine_decay, _exponential_decay, _linear_warmup,  # noqa: F401
                          _piecewise_constant, _step_decay, _warmup_cosine)
-from .schedulers import (ChainedScheduler, ConstantLR, CosineAnnealingLR, CosineAnnealingWarmRestarts,
-                         CyclicLR, ExponentialLR, LambdaLR, LinearLR, LRScheduler, MultiplicativeLR,
-                         MultiStepLR, OneCycleLR, ParamGroupSelection, PolynomialLR, ReduceLROnPlateau,
-                         SequentialLR, StepLR, select)
 
 __all__ = schedulers.__all__ + functional.__all__

@@ -93,6 +93,23 @@ class _CallableStates:
 _SCHEDULERS = object()   # the field holding wrapped schedulers' states
 
 
+def _check_like(name, value, mine):
+    """A field a subclass did not declare in ``_fields``: the same kind of value as now."""
+    if isinstance(mine, (bool, np.bool_)):
+        return _checks.flag(name, value)
+    if isinstance(mine, numbers.Integral):
+        return _checks.integer(name, value, hi=None)
+    if isinstance(mine, numbers.Real):
+        return _checks.real(name, value, finite=math.isfinite(mine))
+    if isinstance(mine, str) and not isinstance(value, str):
+        raise TypeError(f"{name}: expected a string, got {value!r}")
+    if isinstance(mine, (list, tuple)):
+        if not isinstance(value, (list, tuple)) or len(value) != len(mine):
+            raise ValueError(f"{name}: expected a list of {len(mine)} entries, got {value!r}")
+        return type(mine)(_check_like(f"{name}[{i}]", v, m) for i, (v, m) in enumerate(zip(value, mine)))
+    return copy.deepcopy(value)
+
+
 def _callable_state(fn):
     """What torch saves of a user callable: nothing for functions, ``__dict__`` of objects."""
     if fn is None or not hasattr(fn, "__dict__") or isinstance(fn, (types.FunctionType, types.MethodType)):
@@ -270,7 +287,9 @@ class LRScheduler:
     ones) and optionally :meth:`_closed_form_lr`, used when an epoch is passed
     explicitly (and by :class:`SequentialLR` at milestones); rules that also set
     momentum give :meth:`_rule` instead. ``_fields`` names the check of each
-    attribute the state holds (merged along the class hierarchy).
+    attribute the state holds (merged along the class hierarchy); an attribute
+    a subclass does not declare there must keep the kind of value it has
+    (int, float, string, list of the same length) when a state is loaded.
 
     Args:
         optimizer: an optimc optimizer (anything with ``param_groups``, a list of
@@ -511,6 +530,8 @@ class LRScheduler:
         return checked
 
     def _check_field(self, key, name, value, mine):
+        if key not in self._field_specs and key != "_schedulers":
+            return _check_like(name, value, mine)
         spec = self._field_specs[key] if key != "_schedulers" else _SCHEDULERS
         if isinstance(spec, _CallableStates) and not spec.per_group:
             return _check_callable_state(name, value, mine)
