@@ -30,12 +30,15 @@ def real(name, value, lo=None, hi=None, lo_open=False, hi_open=False, finite=Tru
 
     ``finite=False`` also admits ±inf (never NaN); the bounds still apply.
     """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    if type(value) is float:    # the common case, without the slower ABC checks
+        x = value
+    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a real number, got {value!r}")
-    try:
-        x = float(value)
-    except OverflowError:       # an int beyond the float range
-        x = math.inf if value > 0 else -math.inf
+    else:
+        try:
+            x = float(value)
+        except OverflowError:   # an int beyond the float range
+            x = math.inf if value > 0 else -math.inf
     ok = math.isfinite(x) if finite else not math.isnan(x)
     if lo is not None:
         ok = ok and (x > lo if lo_open else x >= lo)
@@ -59,7 +62,8 @@ def nonneg(name, value):
 
 def integer(name, value, lo=None, hi=MAX_COUNT):
     """An int (Python or NumPy, not a bool) in [lo, hi]."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if type(value) is not int and (isinstance(value, (bool, np.bool_))
+                                   or not isinstance(value, numbers.Integral)):
         raise TypeError(f"{name}: expected an int, got {value!r}")
     n = int(value)
     if lo is not None and n < lo:
