@@ -15,12 +15,12 @@ from .groups import Defaults, ParamGroup, split_params
 # The checks of the hyperparameters most algorithms share; a class adds its
 # own in `_checks` (merged over these).
 COMMON_CHECKS = {
-    "lr": _checks.learning_rate,
+    "lr": _checks.lr,
     "weight_decay": lambda n, v: _checks.real(n, v, lo=0.0),
     "momentum": lambda n, v: _checks.real(n, v, 0.0, 1.0, hi_open=True),
     "dampening": lambda n, v: _checks.real(n, v, 0.0, 1.0),
     "eps": lambda n, v: _checks.real(n, v, lo=0.0, lo_open=True),
-    "betas": lambda n, v: _checks.pair(n, v, lambda m, b: _checks.real(m, b, 0.0, 1.0, hi_open=True)),
+    "betas": _checks.betas,
     "alpha": lambda n, v: _checks.real(n, v, 0.0, 1.0, hi_open=True),
     "rho": lambda n, v: _checks.real(n, v, 0.0, 1.0, hi_open=True),
     "lr_decay": lambda n, v: _checks.real(n, v, lo=0.0),
