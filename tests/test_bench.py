@@ -294,11 +294,14 @@ def test_sweep_report_keeps_times_and_ratios_apart():
     for row, cells in zip(rows, ratios):  # only ratios
         assert cells[2:] == [f"{row[k]:.2f}" for k in
                              ("forced_over_1", "default_over_1", "forced_over_1_idle")]
-    assert ("suggested threshold: 112000 bytes (0.11 MB) moved per step (back to back: "
-            "56000 bytes (0.06 MB); after idle: 112000 bytes (0.11 MB)); default 12582912 "
-            "bytes (12.58 MB)") in text
+    assert ("suggested threshold: 112000 bytes (0.11 MB) moved per step (the forced split "
+            "was faster at that size and every larger one: back to back from 56000 bytes "
+            "(0.06 MB), after idle from 112000 bytes (0.11 MB)); default 12582912 bytes "
+            "(12.58 MB)") in " ".join(ln.strip() for ln in lines)
     none = dict(s, suggested_threshold_bytes=None, suggested_after_idle_bytes=None)
-    assert "no suggested threshold" in report.format_sweep(none)
+    assert ("no suggested threshold (the forced split was faster at that size and every "
+            "larger one: back to back from 56000 bytes (0.06 MB), after idle never (up to "
+            "224000 bytes (0.22 MB)))") in report.format_sweep(none)
     md = report.format_markdown(dict(results=[], settings=dict(threads=1),
                                      threshold_sweeps=[s]))
     assert "ns per element (median):" in md and "time with 2 threads / time with 1" in md

@@ -139,15 +139,15 @@ def _sweep_tables(s):
     largest = max((r["bytes_moved"] for r in s["rows"]), default=None)
 
     def won(b):
-        return fmt_bytes(b) if b is not None else f"no win up to {fmt_bytes(largest)}"
+        return f"from {fmt_bytes(b)}" if b is not None else f"never (up to {fmt_bytes(largest)})"
+    wins = (f"the forced split was faster at that size and every larger one: back to back "
+            f"{won(s['suggested_back_to_back_bytes'])}, after idle "
+            f"{won(s['suggested_after_idle_bytes'])}")
     if s["suggested_threshold_bytes"] is None:
-        suggestion = (f"no suggested threshold: the split did not win from some size on both "
-                      f"back to back ({won(s['suggested_back_to_back_bytes'])}) and after idle "
-                      f"({won(s['suggested_after_idle_bytes'])}); default {fmt_bytes(thr)}")
+        suggestion = f"no suggested threshold ({wins}); default {fmt_bytes(thr)}"
     else:
         suggestion = (f"suggested threshold: {fmt_bytes(s['suggested_threshold_bytes'])} moved "
-                      f"per step (back to back: {won(s['suggested_back_to_back_bytes'])}; after "
-                      f"idle: {won(s['suggested_after_idle_bytes'])}); default {fmt_bytes(thr)}")
+                      f"per step ({wins}); default {fmt_bytes(thr)}")
     return title, (time_head, times), (ratio_head, ratios), suggestion
 
 

@@ -28,7 +28,7 @@ FAMILIES: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("SGD and momentum", "Blues", ("SGD", "Momentum", "NAG")),
     ("per-parameter rates", "Greens", ("Adagrad", "RMSprop", "Adadelta")),
     ("Adam and variants", "Reds", ("Adam", "AdamW", "Adamax", "NAdam", "RAdam")),
-    ("sign of momentum", "Purples", ("Lion",)),
+    ("sign-based steps", "Purples", ("Lion", "Rprop")),
 )
 OTHER_FAMILY = ("other", "Greys")
 
