@@ -123,8 +123,8 @@ def add_execution_options(group):
 
 def add_timing_options(group):
     group.add_argument("--quick", action="store_true",
-                       help="a ~1 minute run: float32 only (unless --dtypes), few repeats, "
-                            "short threads section")
+                       help="a short run: float32 only (unless --dtypes), few repeats, short threads "
+                            "section")
     group.add_argument("--sample-time", type=_pos_float, default=None, metavar="S",
                        help="seconds per timed sample (default 0.01, 0.002 with --quick)")
     group.add_argument("--case-time", type=_pos_float, default=None, metavar="S",
@@ -157,8 +157,8 @@ def build_parser(prog: str = "python -m optimc bench", cases=None) -> argparse.A
         epilog=f"files written, to --out DIR (default ./{DEFAULT_OUT}, relative to the\n"
                f"current directory):\n{files}\n\n"
                "examples:\n"
-               f"  {prog}                      # the full run (several minutes)\n"
-               f"  {prog} --quick              # about a minute\n"
+               f"  {prog}                      # the full run\n"
+               f"  {prog} --quick              # a short, rougher run\n"
                f"  {prog} --optimizers adam,sgd --dtypes float32 --sizes 1e6,1e7\n"
                f"  {prog} --threads 2 --sections main --plot --out /tmp/bench\n\n"
                "See benchmarks/README.md and docs/performance.md.")
