@@ -8,7 +8,7 @@ See benchmarks/README.md and ``python benchmarks/run.py --help``.
 """
 import sys
 
-from optimc._bench import main
+from optimc.bench.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:], prog="python benchmarks/run.py"))

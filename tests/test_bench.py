@@ -1,76 +1,168 @@
-"""Smoke tests of the benchmark (``python -m optimc bench``) at tiny sizes.
+"""Tests of the benchmark (``python -m optimc bench``, optimc/bench/) at tiny sizes.
 
-They check that it runs, that its NumPy implementations compute what optimc
-computes, and that it writes its table, JSON and CSV. No timing is asserted.
+They check that its cases follow optimc.ALL and the optimizers' state, that its NumPy
+steps compute what optimc computes, that it runs and writes its tables and files, and
+what its report says. No timing is asserted.
 """
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import optimc
-from optimc import _bench
+from optimc.bench import cases as C
+from optimc.bench import cli, competitors, numpy_steps, report, sections
 
 TINY = ["--sample-time", "0.0002", "--case-time", "0.002", "--min-rounds", "2"]
+TINY_PROFILE = dict(sample_time=0.0002, case_time=0.002, min_rounds=2, max_rounds=2,
+                    check_steps=3)
+NAMES = [cls.__name__ for cls in optimc.ALL]
+KEYS = [n.lower() for n in NAMES]
 
 
 def _run(tmp_path, capsys, *extra):
     out = tmp_path / "res"
-    rc = _bench.main(["--out", str(out), *TINY, *extra])
+    rc = cli.main(["--out", str(out), *TINY, *extra])
     text = capsys.readouterr().out
     return rc, out, text
 
 
+# --- the cases -------------------------------------------------------------------
+
+def test_cases_are_optimc_all():
+    cases = C.algorithm_cases()
+    assert list(cases) == KEYS
+    assert [c.cls for c in cases.values()] == list(optimc.ALL)
+    assert cli.build_parser().parse_args([]).optimizers == KEYS
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_traffic_is_what_the_engine_moves(name, dtype):
+    """Bytes per element from the state buffers = param r/w, grad r, state r/w as the
+    engine counts them from ``state_bytes``."""
+    case = C.algorithm_cases()[name.lower()]
+    p = np.zeros(1000, dtype)
+    opt = case.build([p])
+    assert case.bytes_per_element(dtype) * p.size == 3 * p.nbytes + 2 * opt.state_bytes
+    arrays, written = case.stream_arrays
+    assert (arrays, written) == (2 + case.n_state, 1 + case.n_state)
+    assert case.hyper == {k: v for k, v in opt.param_groups[0].items() if k != "params"}
+
+
+def test_traffic_known_values():
+    cases = C.algorithm_cases()
+    assert cases["sgd"].bytes_per_element(np.float32) == 12        # p r/w, g r
+    assert cases["momentum"].bytes_per_element(np.float32) == 20   # + momentum_buffer r/w
+    assert cases["adam"].bytes_per_element(np.float32) == 28       # + exp_avg, exp_avg_sq
+    assert cases["adam"].bytes_per_element(np.float64) == 56
+
+
+def test_state_buffer_count_follows_options():
+    p = np.zeros(10)
+    assert C.state_buffer_count(optimc.Adam([p]).state[0], p) == 2
+    assert C.state_buffer_count(optimc.Adam([p], amsgrad=True).state[0], p) == 3
+    assert C.state_buffer_count(optimc.SGD([p]).state[0], p) == 0
+    assert C.state_buffer_count(optimc.NAdam([p]).state[0], p) == 2   # mu_product is a scalar
+
+
 def test_parse_size():
-    assert _bench.parse_size("1e7") == (1, 10_000_000)
-    assert _bench.parse_size("1000x1000") == (1000, 1000)
-    assert _bench.size_label(1, 10 ** 5) == "1e5"
-    assert _bench.size_label(1000, 1000) == "1000x1000"
-    assert _bench.size_label(1, 1234) == "1234"
+    assert C.parse_size("1e7") == (1, 10_000_000)
+    assert C.parse_size("1000x1000") == (1000, 1000)
+    assert C.size_label(1, 10 ** 5) == "1e5"
+    assert C.size_label(1000, 1000) == "1000x1000"
+    assert C.size_label(1, 1234) == "1234"
 
 
-@pytest.mark.parametrize("key", list(_bench.OPTIMIZERS))
+# --- the NumPy steps -------------------------------------------------------------
+
+def test_numpy_steps_are_keyed_by_class_name():
+    assert set(numpy_steps.NUMPY_STEPS) <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", sorted(numpy_steps.NUMPY_STEPS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("block", [None, 16])
-def test_numpy_matches_optimc(key, dtype, block):
-    label, cls_name, _, hyper, _ = _bench.OPTIMIZERS[key]
+def test_numpy_matches_optimc(name, dtype, block):
+    case = C.algorithm_cases()[name.lower()]
     rng = np.random.default_rng(1)
     p0 = [rng.standard_normal(n, dtype=dtype) for n in (5, 40, 100)]
-    grads = [[rng.standard_normal(p.size, dtype=dtype) for p in p0] for _ in range(4)]
+    grads = [[rng.standard_normal(p.size, dtype=dtype) for p in p0] for _ in range(8)]
     pc = [p.copy() for p in p0]
     pn = [p.copy() for p in p0]
-    opt = getattr(optimc, cls_name)(pc, **hyper)
-    ref = _bench.NUMPY_IMPLS[key](pn, hyper, block=block)
-    for g in grads:
+    opt = case.build(pc)
+    ref = numpy_steps.numpy_step_for(case)(pn, case.hyper, block=block)
+    for g in grads:   # 8 steps: RAdam's adapted branch starts at step 6
         opt.step(g)
         ref.step(g)
-    ok, worst = _bench._close(pn, pc, dtype)
-    assert ok, f"{label} {np.dtype(dtype).name}: max |diff|/tol {worst}"
+    ok, worst = competitors.close(pn, pc, dtype)
+    assert ok, f"{name} {np.dtype(dtype).name}: max |diff|/tol {worst}"
+    for i in range(len(p0)):
+        for buf, value in ref.state(i).items():
+            ok, worst = competitors.close([value], [opt.state[i][buf]], dtype)
+            assert ok, f"{name} state[{i}][{buf!r}]: {worst}"
 
+
+def test_numpy_steps_refuse_what_they_do_not_implement():
+    p = [np.zeros(4)]
+    hyper = dict(C.algorithm_cases()["adam"].hyper)
+    with pytest.raises(ValueError, match="implements only amsgrad=False, not True"):
+        numpy_steps.NumpyAdam(p, {**hyper, "amsgrad": True})
+    with pytest.raises(ValueError, match="does not know option 'foo'"):
+        numpy_steps.NumpyAdam(p, {**hyper, "foo": 1})
+
+
+def test_a_case_without_competitors(tmp_path):
+    """A class with no NumPy step and no torch.optim twin: optimc vs the roofline only."""
+    class Fancy(optimc.Adam):
+        pass
+
+    case = C.algorithm_cases([Fancy])["fancy"]
+    assert numpy_steps.numpy_step_for(case) is None
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    r = sections.run_case(case, np.float32, 2, 50, TINY_PROFILE, torch, seed=0)
+    assert set(r["ns_per_element"]) == {"optimc", "roofline"}
+    assert r["skipped"]["numpy"] == "no NumPy step for Fancy"
+    if torch is not None:
+        assert r["skipped"]["torch-loop"] == "torch.optim has no Fancy"
+    assert r["x_numpy"] is None and r["x_torch"] is None and r["roofline_fraction"] > 0
+    text = report.format_table([r])
+    assert text.splitlines()[-1].split()[-2:] == ["-", "-"]
+
+
+# --- runs ---------------------------------------------------------------------------
 
 def test_bench_tables_and_files(tmp_path, capsys):
-    rc, out, text = _run(tmp_path, capsys, "--optimizers", "adam,sgd", "--dtypes", "float32",
+    rc, out, text = _run(tmp_path, capsys, "--optimizers", "adam,momentum", "--dtypes", "float32",
                          "--sizes", "300,3x100", "--sections", "main,fixed", "--no-torch")
     assert rc == 0, text
-    for label in ("Adam", "SGD-momentum"):
+    for label in ("Adam", "Momentum"):
         for size in ("300", "3x100"):
-            assert any(line.startswith(label) and f" {size} " in line for line in text.splitlines()), \
-                (label, size, text)
+            assert any(line.startswith(label) and f" {size} " in line
+                       for line in text.splitlines()), (label, size, text)
+    assert "ns per element (median)" in text and "ratios" in text
     assert "fixed cost" in text and "np.add" in text
 
     data = json.loads((out / "bench.json").read_text())
     assert [(r["optimizer"], r["size"]) for r in data["results"]] == [
-        ("Adam", "300"), ("Adam", "3x100"), ("SGD-momentum", "300"), ("SGD-momentum", "3x100")]
+        ("Adam", "300"), ("Adam", "3x100"), ("Momentum", "300"), ("Momentum", "3x100")]
     for r in data["results"]:
         assert set(r["ns_per_element"]) == {"optimc", "roofline", "numpy"}
         assert all(v > 0 for v in r["ns_per_element"].values())
         assert r["checks"]["numpy"][0] is True
         assert r["roofline_fraction"] > 0 and r["x_numpy"] > 0 and r["x_torch"] is None
+    assert data["results"][0]["bytes_per_element"] == 28
+    assert data["results"][2]["bytes_per_element"] == 20
     assert data["mismatches"] == []
-    assert {f["optimizer"] for f in data["fixed_cost"]} == {"Adam", "SGD-momentum"}
+    assert {f["optimizer"] for f in data["fixed_cost"]} == {"Adam", "Momentum"}
     assert data["machine"]["config"]["simd"] in ("baseline", "avx2", "avx512")
-    assert data["targets"]  # listed, measured or not
 
     with open(out / "bench.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -78,58 +170,181 @@ def test_bench_tables_and_files(tmp_path, capsys):
     assert rows[0]["optimizer"] == "Adam" and rows[0]["numpy_check"] == "ok"
     assert float(rows[0]["optimc_ns_per_element"]) > 0
     assert rows[0]["torch_fused_ns_per_element"] == ""
+    md = (out / "bench.md").read_text()
+    assert "| Adam | float32 | 300 |" in md
 
 
-def test_bench_all_optimizers_both_dtypes(tmp_path, capsys):
+def test_report_states_figures_and_ratios_only(tmp_path, capsys):
+    """No project goals (met / MISSED) in what a user reads."""
+    rc, out, text = _run(tmp_path, capsys, "--optimizers", "adam", "--dtypes", "float32",
+                         "--sizes", "1e3", "--no-torch", "--threads-size", "4096",
+                         "--sweep-sizes", "1024,8192")
+    assert rc == 0, text
+    files = [text] + [(out / name).read_text() for name in ("bench.md", "bench.csv",
+                                                            "bench.json", "bench_threads.csv")]
+    for content in files:
+        for word in ("MISSED", "missed", " met", "target", "goal"):
+            assert word not in content, word
+    assert "targets" not in json.loads((out / "bench.json").read_text())
+
+
+def test_bench_covers_every_optimizer_both_dtypes(tmp_path, capsys):
     rc, out, text = _run(tmp_path, capsys, "--sizes", "64", "--sections", "main", "--no-torch")
     assert rc == 0, text
     data = json.loads((out / "bench.json").read_text())
-    assert len(data["results"]) == len(_bench.OPTIMIZERS) * 2
-    assert all(r["checks"]["numpy"][0] for r in data["results"])
+    assert [r["optimizer"] for r in data["results"]] == [n for n in NAMES for _ in (0, 1)]
+    for r in data["results"]:
+        if r["optimizer"] in numpy_steps.NUMPY_STEPS:
+            assert r["checks"]["numpy"][0], r["optimizer"]
+        assert r["bytes_per_element"] == C.algorithm_cases()[r["key"]].bytes_per_element(
+            r["dtype"])
 
 
 def test_bench_with_torch(tmp_path, capsys):
     pytest.importorskip("torch")
-    rc, out, text = _run(tmp_path, capsys, "--optimizers", "adam,rmsprop", "--dtypes", "float64",
-                         "--sizes", "200", "--sections", "main")
+    rc, out, text = _run(tmp_path, capsys, "--optimizers", "adam,rmsprop,nag,nadam,lion",
+                         "--dtypes", "float32,float64", "--sizes", "200", "--sections", "main")
     assert rc == 0, text
+    assert "RESULT MISMATCHES" not in text
     data = json.loads((out / "bench.json").read_text())
-    adam, rms = data["results"]
+    res = {(r["optimizer"], r["dtype"]): r for r in data["results"]}
+    adam = res[("Adam", "float64")]
     assert {"torch-loop", "torch-foreach", "torch-fused"} <= set(adam["ns_per_element"])
-    assert all(adam["checks"][k][0] for k in ("torch-loop", "torch-foreach", "torch-fused"))
-    assert "torch-fused" in rms["skipped"] and "torch-loop" in rms["ns_per_element"]
     assert adam["x_torch"] is not None
+    # torch's foreach/fused NAG add to .grad in place: each got its own, fresh grads
+    nag = res[("NAG", "float32")]
+    assert all(nag["checks"][k][0] for k in ("torch-loop", "torch-foreach", "torch-fused"))
+    # torch keeps NAdam's mu_product in its default dtype: float64 when we compare float64
+    assert all(ok for ok, _ in res[("NAdam", "float64")]["checks"].values())
+    rms = res[("RMSprop", "float64")]
+    assert "torch-fused" in rms["skipped"] and "torch-loop" in rms["ns_per_element"]
+    lion = res[("Lion", "float32")]
+    assert lion["skipped"]["torch-loop"] == "torch.optim has no Lion"
+    assert lion["x_torch"] is None and lion["x_numpy"] is not None
 
 
 def test_bench_threads_section_and_restores_config(tmp_path, capsys):
     before = optimc.show_config(print_it=False)
-    rc, out, text = _run(tmp_path, capsys, "--optimizers", "adam", "--dtypes", "float32",
-                         "--sections", "threads", "--threads-size", "4096",
+    rc, out, text = _run(tmp_path, capsys, "--optimizers", "adam,momentum", "--dtypes",
+                         "float32", "--sections", "threads", "--threads-size", "4096",
                          "--sweep-sizes", "1024,8192", "--no-torch", "--threads", "1")
     assert rc == 0, text
-    assert "suggested threshold" in text
     data = json.loads((out / "bench.json").read_text())
     assert data["threads_1e7"]["n_elements"] == 4096
-    assert [r["n_elements"] for r in data["threshold_sweeps"][0]["rows"]] == [1024, 8192]
+    assert data["threads_1e7"]["bytes_moved"] == 4096 * 28
+    sweeps = data["threshold_sweeps"]
+    assert [(s["optimizer"], s["bytes_per_element"]) for s in sweeps] == [("Adam", 28),
+                                                                          ("Momentum", 20)]
+    assert [r["bytes_moved"] for r in sweeps[0]["rows"]] == [1024 * 28, 8192 * 28]
+    for s in sweeps:  # the suggestion is a step size in bytes moved, one of the measured ones
+        for key in ("suggested_threshold_bytes", "suggested_back_to_back_bytes",
+                    "suggested_after_idle_bytes"):
+            assert s[key] is None or s[key] in [r["bytes_moved"] for r in s["rows"]]
+    suggestions = [ln for ln in text.splitlines() if "suggested threshold" in ln]
+    assert len(suggestions) == 2
+    assert all("bytes" in ln and "element" not in ln for ln in suggestions)
     assert (out / "bench_threads.csv").exists()
     assert optimc.show_config(print_it=False) == before
 
 
 def test_bench_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    rc, out, text = _run(tmp_path, capsys, "--optimizers", "sgd", "--dtypes", "float32",
-                         "--sizes", "100,2x50", "--sections", "main", "--no-torch", "--plot")
+    rc, out, text = _run(tmp_path, capsys, "--optimizers", "sgd,adam,lion", "--dtypes",
+                         "float32,float64", "--sizes", "100,2x50", "--sections", "main",
+                         "--no-torch", "--plot")
     assert rc == 0, text
-    assert (out / "bench.png").stat().st_size > 0
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- the report -------------------------------------------------------------------
+
+def _sweep(ratios_b2b, ratios_idle, threads=2):
+    rows = []
+    for i, (rb, ri) in enumerate(zip(ratios_b2b, ratios_idle)):
+        n = 1000 * 2 ** i
+        rows.append(dict(optimizer="Adam", dtype="float32", n_elements=n, bytes_moved=28 * n,
+                         ns_1=0.5, ns_forced=0.5 * rb, ns_default=0.5, ns_1_idle=0.6,
+                         ns_forced_idle=0.6 * ri, forced_over_1=rb, default_over_1=1.0,
+                         forced_over_1_idle=ri))
+    return rows
+
+
+def test_smallest_winning_step_is_in_bytes():
+    rows = _sweep([1.2, 0.8, 0.9, 0.7], [3.0, 1.1, 0.9, 0.8])
+    assert sections.smallest_winning(rows, "forced_over_1") == 2000 * 28
+    assert sections.smallest_winning(rows, "forced_over_1_idle") == 4000 * 28
+    assert sections.smallest_winning(_sweep([0.9, 1.1], [1, 1]), "forced_over_1") is None
+
+
+def test_sweep_report_keeps_times_and_ratios_apart():
+    rows = _sweep([1.2, 0.8, 0.9, 0.7], [3.0, 1.1, 0.9, 0.8])
+    s = dict(optimizer="Adam", dtype="float32", threads=2, bytes_per_element=28,
+             default_threshold=12582912, rows=rows, suggested_threshold_bytes=4000 * 28,
+             suggested_back_to_back_bytes=2000 * 28, suggested_after_idle_bytes=4000 * 28,
+             idle_gap_s=1e-3)
+    text = report.format_sweep(s)
+    lines = text.splitlines()
+    t0 = lines.index("  ns per element (median):")
+    r0 = next(i for i, ln in enumerate(lines) if ln.startswith("  time with 2 threads"))
+    times = [ln.split() for ln in lines[t0 + 3:r0]]
+    ratios = [ln.split() for ln in lines[r0 + 3:r0 + 3 + len(rows)]]
+    for row, cells in zip(rows, times):   # only ns per element after elements, MB
+        assert cells[2:] == [report.fmt_ns(row[k]) for k in
+                             ("ns_1", "ns_forced", "ns_default", "ns_1_idle", "ns_forced_idle")]
+    for row, cells in zip(rows, ratios):  # only ratios
+        assert cells[2:] == [f"{row[k]:.2f}" for k in
+                             ("forced_over_1", "default_over_1", "forced_over_1_idle")]
+    assert ("suggested threshold: 112000 bytes (0.11 MB) moved per step (the forced split "
+            "was faster at that size and every larger one: back to back from 56000 bytes "
+            "(0.06 MB), after idle from 112000 bytes (0.11 MB)); default 12582912 bytes "
+            "(12.58 MB)") in " ".join(ln.strip() for ln in lines)
+    none = dict(s, suggested_threshold_bytes=None, suggested_after_idle_bytes=None)
+    assert ("no suggested threshold (the forced split was faster at that size and every "
+            "larger one: back to back from 56000 bytes (0.06 MB), after idle never (up to "
+            "224000 bytes (0.22 MB)))") in report.format_sweep(none)
+    md = report.format_markdown(dict(results=[], settings=dict(threads=1),
+                                     threshold_sweeps=[s]))
+    assert "ns per element (median):" in md and "time with 2 threads / time with 1" in md
+
+
+def test_help_says_which_files_it_writes(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "--quick" in text and "--plot" in text
+    for name in report.OUTPUT_FILES:
+        assert name in text, name
+    assert "./bench-results" in text
 
 
 def test_bench_cli_dispatch_and_bad_args(capsys):
-    from optimc import _cli
+    from optimc.__main__ import main
     with pytest.raises(SystemExit) as e:
-        _cli.main(["bench", "--help"])
+        main(["bench", "--help"])
     assert e.value.code == 0
-    assert "--quick" in capsys.readouterr().out
+    assert "bench.json" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
-        _bench.main(["--optimizers", "nope"])
+        cli.main(["--optimizers", "nope"])
     assert e.value.code == 2
-    assert "unknown optimizer" in capsys.readouterr().err
+    assert "unknown optimizer 'nope'" in capsys.readouterr().err
+
+
+def test_benchmarks_run_script(tmp_path):
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "benchmarks", "run.py")
+    r = subprocess.run([sys.executable, script, "--help"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: python benchmarks/run.py")
+
+
+def test_bench_mpi_runs_the_distributed_benchmark():
+    """`python -m optimc bench --mpi` is the distributed benchmark (its own options)."""
+    pytest.importorskip("mpi4py")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(optimc.__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-m", "optimc", "bench", "--mpi", "--help"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "bench --mpi" in out.stdout and "--size" in out.stdout and "state bytes per rank" in " ".join(out.stdout.split())

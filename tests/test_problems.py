@@ -1,15 +1,18 @@
-"""Tests for optimc.problems: the built-in problem set (pure NumPy, no optimizer needed)."""
+"""Tests for optimc.problems (optimc.demo.problems): the built-in problem set, and the
+demo's learning-rate table (optimc.demo.rates)."""
 
 import math
 
 import numpy as np
 import pytest
 
+import optimc
+import optimc.demo.problems
 from optimc import problems as P
+from optimc.demo import rates
 
 NAMES = list(P.PROBLEM_NAMES)
-OPTIMIZERS = ["SGD", "Momentum", "NAG", "Adagrad", "RMSprop", "Adadelta",
-              "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "Lion"]
+OPTIMIZERS = [cls.__name__ for cls in optimc.ALL]
 
 
 @pytest.fixture(scope="module", params=NAMES)
@@ -65,12 +68,49 @@ def test_attributes(prob):
     assert repr(prob).startswith("<")
 
 
+def test_public_name_is_the_demo_module():
+    """optimc.problems re-exports optimc.demo.problems: the same objects, every public name."""
+    assert P.__all__ == optimc.demo.problems.__all__
+    for name in P.__all__:
+        assert getattr(P, name) is getattr(optimc.demo.problems, name), name
+    from optimc.problems import get_problem  # the notebooks' and docs' import
+    assert get_problem is optimc.demo.problems.get_problem
+
+
+def test_every_optimizer_has_a_demo_rate():
+    """A class added to optimc.ALL needs a row in optimc/demo/rates.py."""
+    missing = rates.missing_rates(OPTIMIZERS, NAMES)
+    assert not missing, ("no demo learning rate for " + "; ".join(missing)
+                         + ": add a row to optimc/demo/rates.py (the rule that picks it is "
+                           "optimc.problems.sweep_learning_rate)")
+
+
+def test_missing_rates_names_the_class_and_problem():
+    assert rates.missing_rates(["NotAnOptimizer"], ["rosenbrock", "saddle"]) == [
+        "NotAnOptimizer on rosenbrock", "NotAnOptimizer on saddle"]
+    assert rates.missing_rates(["Adam"]) == []
+
+
+def test_rate_table_is_consistent():
+    assert rates.COLUMNS == P.PROBLEM_NAMES
+    for problem, column in rates.LEARNING_RATES.items():
+        # every row names an optimizer that exists: no stale entries
+        assert set(column) <= set(OPTIMIZERS), set(column) - set(OPTIMIZERS)
+        for name, lr in column.items():
+            assert isinstance(lr, float) and lr in P.LR_GRID, (problem, name, lr)
+    for (problem, name), text in rates.NOTES.items():
+        assert problem in NAMES and name in OPTIMIZERS and text
+
+
 def test_learning_rates_cover_every_optimizer(prob):
     assert sorted(prob.learning_rates) == sorted(OPTIMIZERS)
+    assert prob.learning_rates == rates.LEARNING_RATES[prob.name]
     for name, lr in prob.learning_rates.items():
         assert isinstance(lr, float) and 0 < lr <= 10, name
         assert prob.lr_for(name) == lr
     assert prob.lr_for("NoSuchOptimizer") is None
+    prob.learning_rates["Adam"] = 123.0  # a copy: the table cannot be changed through it
+    assert prob.lr_for("Adam") != 123.0
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -293,8 +333,6 @@ def test_spirals():
     ("quadratic", ["SGD", "Momentum", "Adam", "Lion"]),
 ])
 def test_documented_rates_follow_the_sweep_rule(name, optimizers):
-    import optimc
-
     prob = P.get_problem(name)
     for opt in optimizers:
         chosen, results = P.sweep_learning_rate(prob, getattr(optimc, opt))
@@ -302,9 +340,17 @@ def test_documented_rates_follow_the_sweep_rule(name, optimizers):
         assert chosen == prob.learning_rates[opt], (opt, results)
 
 
-def test_final_loss_reports_divergence_as_inf():
-    import optimc
+def test_radam_rosenbrock_note_matches_the_sweep():
+    """The note the demo prints under its table: every rate above 3e-3 diverges."""
+    prob = P.get_problem("rosenbrock")
+    assert prob.lr_for("RAdam") == 3e-3
+    for lr in [r for r in P.LR_GRID if r > 3e-3]:
+        assert P.final_loss(prob, optimc.RAdam, lr) == math.inf, lr
+    assert P.final_loss(prob, optimc.RAdam, 3e-3) > 1.0  # far from the minimum 0
+    assert "3e-3" in rates.NOTES[("rosenbrock", "RAdam")]
 
+
+def test_final_loss_reports_divergence_as_inf():
     prob = P.get_problem("quadratic")
     assert P.final_loss(prob, optimc.SGD, 1.0, steps=200) == math.inf  # lr > 2/L
     ok = P.final_loss(prob, optimc.SGD, 0.1, steps=200)

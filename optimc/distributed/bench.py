@@ -55,8 +55,8 @@ def _runs():
     return [plain, ddp, zero], [ddp, zero]
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m optimc.distributed.bench",
+def main(argv=None, prog="python -m optimc.distributed.bench"):
+    ap = argparse.ArgumentParser(prog=prog,
                                  description="Step time and state bytes per rank of the distributed "
                                              "optimizers (run it under mpiexec -n N).")
     ap.add_argument("--size", type=int, default=10_000_000, help="elements (default 1e7)")

@@ -78,10 +78,10 @@ class Optimizer(Checkpointing, Display, _core.Engine):
             if n not in ("self", "params") and p.kind is p.POSITIONAL_OR_KEYWORD)
         cls._all_checks = {**COMMON_CHECKS, **cls._checks}
         missing = [n for n in cls._hyper_names if n not in cls._all_checks]
-        if missing:
+        if missing and cls._kernel:
             raise TypeError(f"{cls.__name__}: no check for hyperparameter(s) {missing}; add them to _checks")
-        if cls._kernel:
-            Optimizer._registry.append(cls)
+        if cls._kernel and cls.__module__ == __name__.rsplit(".", 1)[0] + ".algorithms":
+            Optimizer._registry.append(cls)   # optimc's own algorithms, in definition order
 
     def __init__(self, params, hyper, **options):
         hyper = {k: v for k, v in hyper.items() if k in self._hyper_names}

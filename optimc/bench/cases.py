@@ -1,0 +1,108 @@
+"""What the benchmark runs: one case per optimizer class in ``optimc.ALL``, and the sizes.
+
+A case's hyperparameters are its class's defaults, read from a freshly built optimizer
+and passed explicitly to every implementation. Its memory traffic is derived from the
+state the optimizer allocates, not from a table: a step reads and writes the param,
+reads the grad, and reads and writes each state buffer the same size as the param, so
+``(3 + 2 * state buffers) * itemsize`` bytes per element. That is what the roofline
+kernel moves for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["Case", "algorithm_cases", "DTYPES", "DEFAULT_SIZES", "parse_size", "parse_sizes",
+           "size_label", "state_buffer_count"]
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+DEFAULT_SIZES = "1e3,1e5,1e6,1e7,1000x1000"
+
+
+def state_buffer_count(state: Mapping[str, object], param: np.ndarray) -> int:
+    """The state buffers in one param's ``opt.state[i]``: the arrays as large as the param
+    ("step" and per-tensor scalars such as NAdam's ``mu_product`` are not buffers)."""
+    return sum(1 for v in state.values()
+               if isinstance(v, np.ndarray) and v.ndim > 0 and v.size == param.size)
+
+
+@dataclass(frozen=True, eq=False)
+class Case:
+    """One optimizer class as the benchmark runs it."""
+    name: str                     # the class name, e.g. "Adam"
+    cls: type
+    hyper: Mapping[str, object]   # its defaults, passed explicitly to every implementation
+    n_state: int                  # state buffers per param (each read and written per step)
+
+    @property
+    def key(self) -> str:
+        """The name ``--optimizers`` takes: the class name in lower case."""
+        return self.name.lower()
+
+    @property
+    def stream_arrays(self) -> Tuple[int, int]:
+        """(arrays, of which written) for the roofline: param, grad, state buffers."""
+        return 2 + self.n_state, 1 + self.n_state
+
+    def values_moved(self) -> int:
+        """Values read or written per element: param 2, grad 1, each state buffer 2."""
+        return 3 + 2 * self.n_state
+
+    def bytes_per_element(self, dtype) -> int:
+        return self.values_moved() * np.dtype(dtype).itemsize
+
+    def build(self, params):
+        """An optimc optimizer of this case over ``params``."""
+        return self.cls(params, **self.hyper)
+
+
+def _case(cls) -> Case:
+    param = np.zeros(4, np.float64)
+    probe = cls([param])
+    hyper = {k: v for k, v in probe.param_groups[0].items() if k != "params"}
+    return Case(cls.__name__, cls, hyper, state_buffer_count(probe.state[0], param))
+
+
+def algorithm_cases(classes: Sequence[type] = ()) -> Dict[str, Case]:
+    """{key: Case} for ``classes`` (default: every class in ``optimc.ALL``), in that order."""
+    if not classes:
+        import optimc
+        classes = optimc.ALL
+    cases = [_case(cls) for cls in classes]
+    return {c.key: c for c in cases}
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    """'1e7' -> (1, 10000000); '1000x1000' -> (1000, 1000): (tensors, elements each)."""
+    t = text.strip().lower().replace("×", "x")
+    try:
+        if "x" in t:
+            a, b = t.split("x", 1)
+            n_tensors, n = int(float(a)), int(float(b))
+        else:
+            n_tensors, n = 1, int(float(t))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad size {text!r}: use e.g. 1e6 or 1000x1000") from None
+    if n_tensors < 1 or n < 1:
+        raise argparse.ArgumentTypeError(f"bad size {text!r}: counts must be >= 1")
+    return n_tensors, n
+
+
+def parse_sizes(text: str) -> List[Tuple[int, int]]:
+    out = [parse_size(t) for t in text.split(",") if t.strip()]
+    if not out:
+        raise argparse.ArgumentTypeError("no sizes given")
+    return out
+
+
+def size_label(n_tensors: int, n: int) -> str:
+    def short(v):
+        if v >= 1000 and v == 10 ** int(round(math.log10(v))):
+            return f"1e{int(round(math.log10(v)))}"
+        return str(v)
+    return short(n) if n_tensors == 1 else f"{n_tensors}x{n}"
