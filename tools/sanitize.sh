@@ -76,7 +76,7 @@ echo "sanitize: building in $work/tree with: $san_flags"
 (cd "$work/tree" && CC="$work/bin/cc-sanitize" "$python" setup.py -q build_ext --inplace --force) \
     > "$work/build.log" 2>&1 || { cat "$work/build.log"; echo "sanitize: build failed" >&2; exit 2; }
 ext="$(ls "$work"/tree/optimc/_core*.so)"
-if ! nm -D "$ext" | grep -q __asan_init; then
+if ! nm -D "$ext" | grep __asan_init > /dev/null; then   # no -q: with pipefail, SIGPIPE to nm would fail the test
     echo "sanitize: $ext is not instrumented" >&2
     exit 2
 fi
