@@ -550,7 +550,7 @@ def _find_state_dict(tree, prefix=()):
     return None
 
 
-@fuzz_settings(150)
+@fuzz_settings(300)
 @given(setup=setups(), data=st.data())
 def test_unpickle_fuzz(setup, data):
     opt = setup.build()
@@ -564,7 +564,13 @@ def test_unpickle_fuzz(setup, data):
         other = data.draw(st.sampled_from([c for c in ALL if c is not setup.cls]), label="class")
         mutated, change = (other,) + tuple(parts[0][1:]), ((0,), "class", other)
     else:
-        mutated, change = data.draw(mutations(parts[where]), label="mutation")
+        inside = _find_state_dict(parts[where])
+        if inside is not None and data.draw(st.booleans(), label="inside the checkpoint?"):
+            # half the changes go into the embedded checkpoint, the most detailed part
+            sub, (p, op, v) = data.draw(mutations(get_at(parts[where], inside)), label="mutation")
+            mutated, change = set_at(copy.deepcopy(parts[where]), inside, sub), (inside + p, op, v)
+        else:
+            mutated, change = data.draw(mutations(parts[where]), label="mutation")
     sd_path = _find_state_dict(parts[where])
     path = change[0]
     if change[1] == "none":
