@@ -230,18 +230,19 @@ int check_structure(Engine *self, Py_ssize_t gi, const optimc_hyper *h)
 {
     unsigned need = self->alg->state_mask(h);
     for (Py_ssize_t i = 0; i < self->n_tensors; i++) {
-        unsigned missing = need & ~self->masks[i];
-        if (self->tensors[i].group == gi && missing) {
-            PyObject *names = state_names_of(self->alg, missing);
-            if (names)
-                PyErr_Format(PyExc_ValueError,
-                             "param group %zd was created without the state these options need (%U); "
-                             "state buffers are allocated once, when a group is added: create the "
-                             "optimizer (or add the group) with these options instead",
-                             gi, names);
-            Py_XDECREF(names);
-            return -1;
-        }
+        if (self->tensors[i].group != gi || need == self->masks[i]) continue;
+        /* the buffers are fixed when a group is added, in both directions: a
+         * buffer dropped now would make the state disagree with the options */
+        PyObject *have = state_names_of(self->alg, self->masks[i]), *want = state_names_of(self->alg, need);
+        if (have && want)
+            PyErr_Format(PyExc_ValueError,
+                         "param group %zd was created with the state buffers (%U), but these options "
+                         "need (%U); state buffers are allocated once, when a group is added: create "
+                         "the optimizer (or add the group) with these options instead",
+                         gi, have, want);
+        Py_XDECREF(have);
+        Py_XDECREF(want);
+        return -1;
     }
     return 0;
 }

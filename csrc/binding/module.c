@@ -3,6 +3,8 @@
  * lives in engine_type.c, state in and out in checkpoint.c. */
 #define OPTIMC_BINDING_IMPORTS_ARRAY
 #include "binding.h"
+#include "pool.h"
+#include "runtime.h"
 #include <math.h>
 #include <string.h>
 
@@ -66,7 +68,9 @@ static PyObject *mod_grad_norm(PyObject *m, PyObject *args)
     optimc_buffer *bufs = collect_buffers(arrays, "grads", &n, writeable);
     if (!bufs) return NULL;
     Py_BEGIN_ALLOW_THREADS
+    optimc_fork_guard_enter();
     optimc_grad_stats(bufs, (size_t)n, norm_type, &total, &finite);
+    optimc_fork_guard_leave();
     Py_END_ALLOW_THREADS
     PyMem_Free(bufs);
     if (!isinf(norm_type)) total = norm_type == 2.0 ? sqrt(total) : norm_type == 1.0 ? total : pow(total, 1.0 / norm_type);
@@ -85,7 +89,9 @@ static PyObject *mod_scale_clip(PyObject *m, PyObject *args)
     optimc_buffer *bufs = collect_buffers(arrays, "grads", &n, 1);
     if (!bufs) return NULL;
     Py_BEGIN_ALLOW_THREADS
+    optimc_fork_guard_enter();
     optimc_scale_clip(bufs, (size_t)n, mode, value);
+    optimc_fork_guard_leave();
     Py_END_ALLOW_THREADS
     PyMem_Free(bufs);
     Py_RETURN_NONE;
@@ -114,7 +120,9 @@ static PyObject *mod_ema(PyObject *m, PyObject *args)
         }
     }
     Py_BEGIN_ALLOW_THREADS
+    optimc_fork_guard_enter();
     optimc_ema(a, p, (size_t)na, weight);
+    optimc_fork_guard_leave();
     Py_END_ALLOW_THREADS
     PyMem_Free(a);
     PyMem_Free(p);
@@ -149,7 +157,9 @@ static PyObject *mod_stream(PyObject *m, PyObject *args)
     optimc_buffer first = bufs[0];
     PyMem_Free(bufs);
     Py_BEGIN_ALLOW_THREADS
+    optimc_fork_guard_enter();
     optimc_stream(first.dtype, ptrs, (int)n, n_write, first.n);
+    optimc_fork_guard_leave();
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -214,7 +224,8 @@ static PyObject *mod_set_num_threads(PyObject *m, PyObject *arg)
     (void)m;
     long n = PyLong_AsLong(arg);
     if (n == -1 && PyErr_Occurred()) return NULL;
-    if (n < 1 || n > 256) return PyErr_Format(PyExc_ValueError, "n: expected 1..256 threads, got %ld", n);
+    if (n < 1 || n > OPTIMC_MAX_THREADS)
+        return PyErr_Format(PyExc_ValueError, "n: expected 1..%d threads, got %ld", OPTIMC_MAX_THREADS, n);
     optimc_set_num_threads((int)n);
     Py_RETURN_NONE;
 }
