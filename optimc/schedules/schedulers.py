@@ -643,6 +643,11 @@ class SequentialLR(LRScheduler):
     def __init__(self, optimizer, schedulers, milestones, last_epoch=-1):
         groups = _param_groups(optimizer)
         self._schedulers = _check_schedulers("SequentialLR", schedulers, optimizer)
+        for i, s in enumerate(self._schedulers[1:], 1):
+            if isinstance(s, (SequentialLR, ChainedScheduler)):
+                raise ValueError(f"SequentialLR: schedulers[{i}] is a {type(s).__name__}; only the first "
+                                 "scheduler may wrap others (a later one restarts at its milestone from its "
+                                 "closed form at epoch 0, which a wrapper has not)")
         milestones = self._arg("_milestones", milestones, "milestones")
         if len(milestones) != len(self._schedulers) - 1:
             raise ValueError(f"SequentialLR expects one milestone fewer than schedulers, got "
