@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from . import _core
 from ._checks import flag as _flag
 from .optimizers import Optimizer
 
@@ -53,7 +54,8 @@ class MultiSteps:
         self.mini_step = 0          # grads accumulated since the inner optimizer last stepped
         params = [p for g in opt.param_groups for p in g["params"]]
         self._names = [n for g in opt.param_groups for n in g.get("param_names", ())] or None
-        self._buffers = [np.zeros_like(p) for p in params]
+        # accumulation buffers in C-allocated memory, made once
+        self._buffers = [_core.zeros_like(p) for p in params]
 
     # ---- the step ----
 

@@ -315,3 +315,16 @@ def test_vs_optax_multisteps(name, average):
                 worst = max(worst, float(np.max(np.abs(p[n] - ref) / (np.abs(ref) + 1e-3))))
     # optax averages with a running mean (acc + (g - acc)/(n + 1)), optimc as sum / k
     assert worst < 1e-12, worst
+
+
+def test_buffers_are_c_allocated_once_and_never_alias_the_params():
+    params = [np.zeros((3, 5), np.float32), np.zeros(7)]
+    ms = optimc.MultiSteps(optimc.Adam(params), every_k=3)
+    bufs = list(ms._buffers)
+    for p, b in zip(params, bufs):
+        assert type(b.base).__name__ == "PyCapsule"          # memory from optimc's C side
+        assert b.ctypes.data % 64 == 0 and b.shape == p.shape and b.dtype == p.dtype
+        assert not np.shares_memory(b, p)
+    for _ in range(7):
+        ms.step([np.ones((3, 5), np.float32), np.ones(7)])
+    assert all(a is b for a, b in zip(ms._buffers, bufs))     # no buffer made again

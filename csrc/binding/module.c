@@ -6,6 +6,7 @@
 #include "pool.h"
 #include "runtime.h"
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- module functions ---- */
@@ -164,6 +165,48 @@ static PyObject *mod_stream(PyObject *m, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static void free_block(PyObject *capsule)
+{
+    free(PyCapsule_GetPointer(capsule, "optimc.block"));
+}
+
+/* zeros_like(array): a zeroed, 64-byte-aligned array of its shape and dtype in
+ * memory the C side allocated (freed with the last array that uses it) */
+static PyObject *mod_zeros_like(PyObject *m, PyObject *arg)
+{
+    (void)m;
+    int dtype;
+    array_problem pr = array_check(arg, 0, &dtype);
+    if (pr != ARRAY_OK) {
+        PyObject *lab = PyUnicode_FromString("like");
+        if (lab) array_raise(pr, arg, lab);
+        Py_XDECREF(lab);
+        return NULL;
+    }
+    PyArrayObject *a = (PyArrayObject *)arg;
+    size_t nbytes = (size_t)PyArray_NBYTES(a), size = nbytes ? (nbytes + 63) / 64 * 64 : 64;
+    void *block = NULL;
+    if (posix_memalign(&block, 64, size) != 0) return PyErr_NoMemory();
+    memset(block, 0, size);
+    PyObject *capsule = PyCapsule_New(block, "optimc.block", free_block);
+    if (!capsule) {
+        free(block);
+        return NULL;
+    }
+    PyArray_Descr *descr = PyArray_DescrFromType(typenum_of(dtype));
+    PyObject *out = PyArray_NewFromDescr(&PyArray_Type, descr, PyArray_NDIM(a), PyArray_DIMS(a), NULL, block,
+                                         NPY_ARRAY_CARRAY, NULL);
+    if (!out) {
+        Py_DECREF(capsule);
+        return NULL;
+    }
+    if (PyArray_SetBaseObject((PyArrayObject *)out, capsule) < 0) {   /* steals the capsule */
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
 static PyObject *names_tuple(const char *const *names, int n)
 {
     PyObject *t = PyTuple_New(n);
@@ -244,6 +287,8 @@ static PyMethodDef module_methods[] = {
     {"algorithms", mod_algorithms, METH_NOARGS,
      "The C registry: {rule name: {'fields', 'state', 'scalars'}} (what each rule file declares)."},
     {"config", mod_config, METH_NOARGS, "SIMD level, threads and build flags."},
+    {"zeros_like", mod_zeros_like, METH_O,
+     "A zeroed, 64-byte-aligned array like the given float array, in C-allocated memory."},
     {"set_simd", mod_set_simd, METH_O, "Use a SIMD level no higher than the CPU's; returns it."},
     {"set_num_threads", mod_set_num_threads, METH_O, "Threads used for large steps."},
     {"set_thread_threshold", mod_set_thread_threshold, METH_O, "Bytes a step moves (reads + writes) from which it uses threads."},
