@@ -179,8 +179,10 @@ def run_python(code: str, timeout=120) -> subprocess.CompletedProcess:
     root = os.path.dirname(os.path.dirname(os.path.abspath(optimc.__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    # from the tests' folder: the current folder comes first on the child's path, and a
+    # clone's root holds an optimc/ that may be built for another Python
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=env, cwd=os.path.dirname(os.path.abspath(__file__)))
 
 
 def assert_clean_exit(proc: subprocess.CompletedProcess):

@@ -345,6 +345,6 @@ def test_bench_mpi_runs_the_distributed_benchmark():
     root = os.path.dirname(os.path.dirname(os.path.abspath(optimc.__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run([sys.executable, "-m", "optimc", "bench", "--mpi", "--help"],
-                         capture_output=True, text=True, env=env, timeout=120)
+                         capture_output=True, text=True, env=env, timeout=120, cwd=os.path.dirname(__file__))
     assert out.returncode == 0, out.stderr
     assert "bench --mpi" in out.stdout and "--size" in out.stdout and "state bytes per rank" in " ".join(out.stdout.split())

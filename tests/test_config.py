@@ -27,7 +27,8 @@ print(json.dumps({"warnings": [(w.category.__name__, str(w.message), w.filename)
 def import_with(**env):
     full = {k: v for k, v in os.environ.items() if k not in ("OPTIMC_NUM_THREADS", "OPTIMC_SIMD")}
     full.update(env)
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=full, timeout=120)
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=full, timeout=120,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))   # not a clone's root (see _snapshot)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 

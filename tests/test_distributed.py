@@ -58,7 +58,7 @@ class Job:
         with open(self.out, "w") as out, open(self.err, "w") as err:
             self.proc = subprocess.Popen(
                 [_mpiexec(), "-n", str(n), sys.executable, *target, *map(str, args)],
-                env=_env(), stdout=out, stderr=err, text=True)
+                env=_env(), stdout=out, stderr=err, text=True, cwd=str(folder))
 
     def wait(self, timeout=600, check=True):
         """(return code, stderr) once it has ended; fails the test if it failed and `check`."""

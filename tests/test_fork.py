@@ -60,7 +60,8 @@ def report(outcomes):
 
 def run_case(body, timeout=600):
     script = PRELUDE + textwrap.dedent(body)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))   # not a clone's root (see _snapshot)
     assert out.returncode == 0, f"exit {out.returncode}\n{out.stdout}\n{out.stderr[-3000:]}"
 
 

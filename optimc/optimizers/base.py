@@ -169,7 +169,12 @@ class Optimizer(Checkpointing, Display, _core.Engine):
                 self._set_hyper(i, self._engine_hyper(merged))
                 dict.__setitem__(g, name, merged[name])
             dict.__setitem__(self.defaults, name, self.param_groups[0][name])
-        elif name.startswith("_") or isinstance(getattr(type(self), name, None), property):
+        elif name.startswith("_"):
+            object.__setattr__(self, name, value)
+        elif isinstance(getattr(type(self), name, None), property):
+            if getattr(type(self), name).fset is None:
+                raise AttributeError(f"{name}: read-only (add groups with add_param_group, change "
+                                     f"hyperparameters in place, load state with load_state_dict)")
             object.__setattr__(self, name, value)
         else:
             known = self._hyper_names + GUARD_OPTIONS
