@@ -27,7 +27,7 @@ import pytest
 from test_docs import code_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
-INNER_PYTEST = "-q -p no:cacheprovider tests/test_api.py tests/test_checkpoint.py"
+INNER_PYTEST = "-q -p no:cacheprovider tests/test_checkpoint.py"
 
 
 def readme_setup_commands():
