@@ -27,8 +27,9 @@ import numpy as np
 import pytest
 
 import optimc
-from _snapshot import (assert_same_as_twin, assert_unchanged, buffer_names, build, build_pair,
-                       full_options, hyper_names, params_of, random_grads, snapshot)
+from _snapshot import (assert_clean_exit, assert_same_as_twin, assert_unchanged, buffer_names, build,
+                       build_pair, full_options, hyper_names, params_of, random_grads, run_python,
+                       snapshot)
 
 ALL = list(optimc.ALL)
 IDS = [c.__name__ for c in ALL]
@@ -254,6 +255,39 @@ def test_counters_near_the_limit_refuse_the_step_that_would_pass_it(cls):
                 assert all(np.isfinite(p).all() for p in params_of(opt)), cls.__name__
             assert refused, f"{cls.__name__}: {field} went past 2**53 from {start}"
             opt.load_state_dict(opt.state_dict())
+
+
+_WRAP_SCRIPT = r"""
+import numpy as np, optimc
+FULL = {full!r}
+for cls in optimc.ALL:
+    for field in ("state-step", "step_count"):
+        opt = cls([np.zeros(3)], lr=0.01, **FULL.get(cls.__name__, {{}}))
+        opt.step([np.ones(3)])
+        sd = opt.state_dict()
+        if field == "state-step":
+            sd["state"][0]["step"] = 2 ** 63 - 1
+        else:
+            sd["step_count"] = 2 ** 63 - 1
+        try:
+            opt.load_state_dict(sd)
+            opt.step([np.ones(3)])
+        except (TypeError, ValueError):
+            continue
+        raise AssertionError(f"{{cls.__name__}}: {{field}} = 2**63-1 loaded and stepped past: step "
+                             f"{{opt.state[0]['step']}}, step_count {{opt.step_count}}, "
+                             f"param {{opt.param_groups[0]['params'][0]}}")
+print("done")
+"""
+
+
+def test_int64_max_counters_never_wrap():
+    """Item 8, the issue's case: a count of 2**63-1 is refused on load (or the
+    step that follows is); it never wraps negative (signed overflow: UB, which
+    tools/sanitize.sh reports) into NaN params. In a subprocess so that a
+    sanitizer abort fails this test only."""
+    proc = run_python(_WRAP_SCRIPT.format(full={c.__name__: full_options(c) for c in ALL}))
+    assert_clean_exit(proc)
 
 
 @pytest.mark.parametrize("cls", ALL, ids=IDS)

@@ -230,6 +230,34 @@ def test_resized_param_never_changes_the_state_layout(cls, new_shape):
             assert clone.state[i][k].shape == cp.shape
 
 
+_RESIZED_READS = r"""
+import pickle
+import numpy as np, optimc
+FULL = {full!r}
+for cls in optimc.ALL:
+    p = np.zeros(1000)
+    opt = cls([p], lr=0.01, **FULL.get(cls.__name__, {{}}))
+    opt.step([np.ones(1000)])
+    p.resize(4000, refcheck=False)
+    copies = [np.array(v) for v in opt.state[0].values() if isinstance(v, np.ndarray)]
+    sd = opt.state_dict()
+    try:
+        pickle.dumps(opt)
+    except (TypeError, ValueError):
+        pass
+    shapes = [c.shape for c in copies] + [v.shape for v in sd["state"][0].values() if isinstance(v, np.ndarray)]
+    assert all(s == (1000,) for s in shapes), (cls.__name__, shapes)
+print("done")
+"""
+
+
+def test_resized_param_state_reads_stay_inside_the_buffers():
+    """Item 4, reading everything: copies of the state views, state_dict() and
+    pickling after a resize. In a subprocess, so that under tools/sanitize.sh a
+    read past the C buffer (heap-buffer-overflow) fails this test only."""
+    assert_clean_exit(run_python(_RESIZED_READS.format(full=_FULL)))
+
+
 # ---- item 13: freed by reference counting alone ------------------------------
 
 def _touch_nothing(opt):
