@@ -17,7 +17,7 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path):
+def test_notebook_runs(path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
@@ -25,6 +25,9 @@ def test_notebook_runs(path):
     if "mlp" in path.stem:
         pytest.importorskip("sklearn")
 
+    # A shell (or CI) may export a non-interactive backend; the kernel inherits it.
+    # Each notebook asks for inline figures itself, so they must still appear.
+    monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         nb, timeout=600, kernel_name="python3",
