@@ -14,9 +14,10 @@
 #include "rules/all.h"          /* the descriptions: <name>_HYPER, _STATE, _SCALARS */
 
 #define OPTIMC_NAME(f) #f,
-#define OPTIMC_STATE_NAME(s, needed, initial) #s,
-#define OPTIMC_STATE_NEED(s, needed, initial) if (needed) mask |= 1u << k; k++;
-#define OPTIMC_STATE_INIT(s, needed, initial) if (k == i++) return (double)(initial);
+#define OPTIMC_STATE_NAME(s, needed, initial, layout) #s,
+#define OPTIMC_STATE_LAYOUT(s, needed, initial, layout) optimc_layout_##layout,
+#define OPTIMC_STATE_NEED(s, needed, initial, layout) if (needed) mask |= 1u << k; k++;
+#define OPTIMC_STATE_INIT(s, needed, initial, layout) if (k == i++) return (double)(initial);
 #define OPTIMC_SCALAR_NAME(s, initial) #s,
 #define OPTIMC_SCALAR_INIT(s, initial) (initial),
 
@@ -46,6 +47,7 @@
     4 + (0 name##_HYPER(OPTIMC_ONE)), \
     { "lr", "weight_decay", "maximize", "decoupled_weight_decay", name##_HYPER(OPTIMC_NAME) }, \
     (0 name##_STATE(OPTIMC_ONE)), { name##_STATE(OPTIMC_STATE_NAME) }, \
+    { name##_STATE(OPTIMC_STATE_LAYOUT) }, \
     (0 name##_SCALARS(OPTIMC_ONE)), { name##_SCALARS(OPTIMC_SCALAR_NAME) }, \
     { name##_SCALARS(OPTIMC_SCALAR_INIT) }, \
     name##_state_mask, name##_state_init },

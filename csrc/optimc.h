@@ -60,6 +60,11 @@ typedef struct {
     _Alignas(16) unsigned char coef[OPTIMC_COEF_BYTES];
 } optimc_tensor;
 
+/* The shape of a state buffer, from its param's shape. */
+typedef enum {
+    optimc_layout_param = 0,   /* the param's shape and dtype */
+} optimc_layout;
+
 /* What the registry knows of one algorithm (from its rule file). */
 typedef struct {
     const char *name;
@@ -67,6 +72,7 @@ typedef struct {
     const char *hyper_names[OPTIMC_MAX_HYPER];
     int n_state;
     const char *state_names[OPTIMC_MAX_STATE];   /* as PyTorch names them */
+    optimc_layout state_layout[OPTIMC_MAX_STATE];
     int n_scalars;
     const char *scalar_names[OPTIMC_MAX_SCALARS];
     double scalar_init[OPTIMC_MAX_SCALARS];

@@ -9,9 +9,11 @@
  *   <name>_HYPER(F)    F(field) for each hyperparameter after the common four
  *                      (lr, weight_decay, maximize, decoupled_weight_decay);
  *                      flags are 0 or 1. These are the keys the binding takes.
- *   <name>_STATE(S)    S(buffer, needed, initial) for each state buffer, named as
- *                      PyTorch names it: whether the options `h` need it, and its
- *                      initial value (expressions over `h`, the typed hyperparameters).
+ *   <name>_STATE(S)    S(buffer, needed, initial, layout) for each state buffer,
+ *                      named as PyTorch names it: whether the options `h` need it,
+ *                      its initial value (expressions over `h`, the typed
+ *                      hyperparameters) and its shape (an optimc_layout without
+ *                      its prefix: `param` is the param's shape and dtype).
  *   <name>_SCALARS(S)  S(scalar, initial) for each per-tensor scalar (x->scalars[k]).
  *   OPTIMC_DESCRIBE(<name>)  makes the typed struct <name>_hyper.
  */
