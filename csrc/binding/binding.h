@@ -100,4 +100,8 @@ PyObject *Engine_load(Engine *self, PyObject *args);
 /* ---- module.c ---- */
 /* Collect a list/tuple/dict of float arrays into buffers (PyMem_Malloc'd). */
 optimc_buffer *collect_buffers(PyObject *arrays, const char *what, Py_ssize_t *n_out, int writeable);
+
+/* ---- quantize.c ---- */
+/* quantize_blockwise, dequantize_blockwise, dynamic_map, bf16_encode/decode */
+extern PyMethodDef optimc_quantize_methods[];
 #endif

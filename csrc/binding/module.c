@@ -316,5 +316,9 @@ PyMODINIT_FUNC PyInit__core(void)
         Py_DECREF(m);
         return NULL;
     }
+    if (PyModule_AddFunctions(m, optimc_quantize_methods) < 0) {   /* binding/quantize.c */
+        Py_DECREF(m);
+        return NULL;
+    }
     return m;
 }

@@ -1,0 +1,93 @@
+/* quantize.c — the two dynamic maps and their encoding grids, and whole-array
+ * quantization (see quantize.h for the format). */
+#include "quantize.h"
+#include <pthread.h>
+#include <stdlib.h>
+
+static optimc_qmap maps[2];          /* [0] unsigned, [1] signed */
+static pthread_once_t maps_once = PTHREAD_ONCE_INIT;
+
+/* torch.linspace(0.1, 1, n) in float32: a float step, then start + step·i
+ * (or end − step·(n−1−i) in the second half) rounded once. */
+static float linspace_point(int i, int n)
+{
+    float start = 0.1f, end = 1.0f, step = (end - start) / (float)(n - 1);
+    if (i < n / 2) return (float)((double)start + (double)step * i);
+    return (float)((double)end - (double)step * (n - 1 - i));
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* bitsandbytes' create_dynamic_map(signed, max_exponent_bits=7, total_bits=8):
+ * decade i (scale 10^(i−6)) holds the midpoints of linspace(0.1, 1, k + 1),
+ * k = 2^i signed (and their negatives) or 2^(i+1) unsigned; then 0 and 1. */
+static void build_map(optimc_qmap *m, int is_signed)
+{
+    static const double decade[7] = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0};
+    int k = 0;
+    for (int i = 0; i < 7; i++) {
+        int points = is_signed ? (1 << i) + 1 : (1 << (i + 1)) + 1;
+        float scale = (float)decade[i];
+        for (int j = 0; j + 1 < points; j++) {
+            float mean = (linspace_point(j, points) + linspace_point(j + 1, points)) / 2.0f;
+            m->code[k++] = scale * mean;
+            if (is_signed) m->code[k++] = -scale * mean;
+        }
+    }
+    m->code[k++] = 0.0f;
+    m->code[k++] = 1.0f;
+    qsort(m->code, 256, sizeof(float), cmp_float);
+    /* the grid: each cell's centre takes the nearest code (ties to the lower) */
+    float mid[255];
+    for (int i = 0; i < 255; i++) mid[i] = (m->code[i] + m->code[i + 1]) * 0.5f;
+    int c = 0;
+    for (int cell = 0; cell < OPTIMC_QGRID; cell++) {
+        float centre = (2.0f * (float)cell) / (float)(OPTIMC_QGRID - 1) - 1.0f;
+        while (c < 255 && mid[c] < centre) c++;
+        m->lut[cell] = (uint8_t)c;
+    }
+}
+
+static void build_maps(void)
+{
+    build_map(&maps[0], 0);
+    build_map(&maps[1], 1);
+}
+
+const optimc_qmap *optimc_qmap_get(int is_signed)
+{
+    pthread_once(&maps_once, build_maps);
+    return &maps[is_signed ? 1 : 0];
+}
+
+void optimc_quantize_blockwise(int is_signed, const float *x, size_t n, uint8_t *codes, float *absmax)
+{
+    const optimc_qmap *m = optimc_qmap_get(is_signed);
+    for (size_t b = 0; b < n; b += OPTIMC_QBLOCK) {
+        size_t len = n - b < OPTIMC_QBLOCK ? n - b : OPTIMC_QBLOCK;
+        absmax[b / OPTIMC_QBLOCK] = optimc_q8_encode(m, x + b, len, codes + b);
+    }
+}
+
+void optimc_dequantize_blockwise(int is_signed, const uint8_t *codes, const float *absmax, size_t n, float *x)
+{
+    const optimc_qmap *m = optimc_qmap_get(is_signed);
+    for (size_t b = 0; b < n; b += OPTIMC_QBLOCK) {
+        size_t len = n - b < OPTIMC_QBLOCK ? n - b : OPTIMC_QBLOCK;
+        optimc_q8_decode(m, codes + b, absmax[b / OPTIMC_QBLOCK], len, x + b);
+    }
+}
+
+void optimc_bf16_encode_array(const float *x, size_t n, uint16_t *out)
+{
+    for (size_t i = 0; i < n; i++) out[i] = optimc_bf16_encode(x[i]);
+}
+
+void optimc_bf16_decode_array(const uint16_t *h, size_t n, float *out)
+{
+    for (size_t i = 0; i < n; i++) out[i] = optimc_bf16_decode(h[i]);
+}
