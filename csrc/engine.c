@@ -4,6 +4,7 @@
 #include "kernels.h"
 #include "pool.h"
 #include "runtime.h"
+#include "lowprec.h"
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
@@ -14,10 +15,11 @@
 #include "rules/all.h"          /* the descriptions: <name>_HYPER, _STATE, _SCALARS */
 
 #define OPTIMC_NAME(f) #f,
-#define OPTIMC_STATE_NAME(s, needed, initial, layout) #s,
-#define OPTIMC_STATE_LAYOUT(s, needed, initial, layout) optimc_layout_##layout,
-#define OPTIMC_STATE_NEED(s, needed, initial, layout) if (needed) mask |= 1u << k; k++;
-#define OPTIMC_STATE_INIT(s, needed, initial, layout) if (k == i++) return (double)(initial);
+#define OPTIMC_STATE_NAME(s, needed, initial, layout, kind) #s,
+#define OPTIMC_STATE_LAYOUT(s, needed, initial, layout, kind) optimc_layout_##layout,
+#define OPTIMC_STATE_KIND(s, needed, initial, layout, kind) optimc_moment_##kind,
+#define OPTIMC_STATE_NEED(s, needed, initial, layout, kind) if (needed) mask |= 1u << k; k++;
+#define OPTIMC_STATE_INIT(s, needed, initial, layout, kind) if (k == i++) return (double)(initial);
 #define OPTIMC_SCALAR_NAME(s, initial) #s,
 #define OPTIMC_SCALAR_INIT(s, initial) (initial),
 
@@ -48,6 +50,7 @@
     { "lr", "weight_decay", "maximize", "decoupled_weight_decay", name##_HYPER(OPTIMC_NAME) }, \
     (0 name##_STATE(OPTIMC_ONE)), { name##_STATE(OPTIMC_STATE_NAME) }, \
     { name##_STATE(OPTIMC_STATE_LAYOUT) }, \
+    { name##_STATE(OPTIMC_STATE_KIND) }, \
     (0 name##_SCALARS(OPTIMC_ONE)), { name##_SCALARS(OPTIMC_SCALAR_NAME) }, \
     { name##_SCALARS(OPTIMC_SCALAR_INIT) }, \
     name##_state_mask, name##_state_init },
@@ -80,7 +83,9 @@ void optimc_init_state(int algorithm, const optimc_hyper *h, optimc_tensor *x)
     for (int k = 0; k < OPTIMC_MAX_STATE; k++) {
         if (!x->state[k]) continue;
         double v = alg->state_init(h, k);
-        if (v == 0.0) {
+        if (x->state_format != OPTIMC_STATE_NATIVE) {
+            optimc_lowprec_fill(x, k, v);   /* lowprec.c: v in the buffer's storage */
+        } else if (v == 0.0) {
             memset(x->state[k], 0, x->n * dtype_size(x->dtype));
         } else if (x->dtype == OPTIMC_FLOAT32) {
             for (size_t i = 0; i < x->n; i++) ((float *)x->state[k])[i] = (float)v;
@@ -123,6 +128,7 @@ static const optimc_aux *level_aux(void)
 
 typedef struct {
     const optimc_impl *impl;
+    const optimc_aux *aux;
     optimc_tensor *tensors;
     size_t n_tensors, total;
 } step_job;
@@ -133,8 +139,10 @@ static size_t boundary(const step_job *job, int k, int n_workers)
     size_t target = (size_t)((double)job->total * k / n_workers), off = 0;
     for (size_t t = 0; t < job->n_tensors; t++) {
         size_t n = job->tensors[t].n;
+        /* compressed state is coded per block: splits fall on block edges */
+        size_t align = job->tensors[t].state_format != OPTIMC_STATE_NATIVE ? OPTIMC_QBLOCK : SPLIT_ALIGN;
         if (target < off + n) {
-            size_t local = (target - off + SPLIT_ALIGN - 1) / SPLIT_ALIGN * SPLIT_ALIGN;
+            size_t local = (target - off + align - 1) / align * align;
             return off + (local < n ? local : n);
         }
         off += n;
@@ -149,7 +157,10 @@ static void step_task(void *arg, int k, int n_workers)
     for (size_t t = 0; t < job->n_tensors && off < hi; t++) {
         optimc_tensor *x = &job->tensors[t];
         size_t a = lo > off ? lo - off : 0, b = hi - off < x->n ? hi - off : x->n;
-        if (a < b) job->impl[x->dtype].kernel(x, a, b);
+        if (a < b && x->state_format != OPTIMC_STATE_NATIVE)
+            job->aux->lowprec[x->dtype](job->impl[x->dtype].kernel, x, a, b);   /* lowprec_impl.h */
+        else if (a < b)
+            job->impl[x->dtype].kernel(x, a, b);
         off += x->n;
     }
 }
@@ -197,7 +208,7 @@ void optimc_step(int algorithm, const optimc_hyper *groups, optimc_tensor *tenso
         report->skipped = 1;
         return;
     }
-    step_job job = {level_table()[algorithm], tensors, n_tensors, 0};
+    step_job job = {level_table()[algorithm], level_aux(), tensors, n_tensors, 0};
     size_t bytes = 0;
     double prev_scalars[OPTIMC_MAX_SCALARS] = {0};   /* the previous tensor's, before its prepare */
     for (size_t t = 0; t < n_tensors; t++) {

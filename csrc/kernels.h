@@ -17,6 +17,8 @@ typedef struct {
     int (*all_finite[2])(const void *grad, size_t lo, size_t hi);
     void (*scale_clip[2])(void *grad, size_t lo, size_t hi, int mode, double value);
     void (*ema[2])(void *avg, const void *param, size_t lo, size_t hi, double weight);
+    /* a rule's kernel over [lo, hi) of a tensor with compressed state */
+    void (*lowprec[2])(optimc_kernel_fn kernel, const optimc_tensor *x, size_t lo, size_t hi);
 } optimc_aux;
 
 /* Indexed like optimc_algorithms (the order of rules/all.h), then by dtype. */

@@ -11,6 +11,7 @@
 #include "kernels.h"
 #include "rules/describe.h"
 #include "rules/all.h"          /* the descriptions: each <name>_hyper */
+#include "quantize.h"
 
 /* Per rule and type: its coefficients fit the tensor's scratch, and a
  * prepare with the generic signature the table holds. */
@@ -27,6 +28,7 @@
 #define ABS fabsf
 #include "rules/common.h"
 #include "rules/around.h"
+#include "lowprec_impl.h"
 #include "rules/all.h"
 #define OPTIMC_LIST OPTIMC_WRAP
 #include "rules/all.h"   /* a second time, in OPTIMC_LIST mode: the wrappers */
@@ -43,6 +45,7 @@
 #define ABS fabs
 #include "rules/common.h"
 #include "rules/around.h"
+#include "lowprec_impl.h"
 #include "rules/all.h"
 #define OPTIMC_LIST OPTIMC_WRAP
 #include "rules/all.h"
@@ -65,4 +68,5 @@ const optimc_aux OPTIMC_AUX = {
     { all_finite_f32, all_finite_f64 },
     { scale_clip_f32, scale_clip_f64 },
     { ema_f32, ema_f64 },
+    { lowprec_run_f32, lowprec_run_f64 },
 };

@@ -58,7 +58,29 @@ typedef struct {
     double grad_scale;              /* multiplies the grad (clipping); 1 normally */
     double grad_clip;               /* clamps the grad to ±grad_clip when > 0 */
     _Alignas(16) unsigned char coef[OPTIMC_COEF_BYTES];
+    /* Compressed state (csrc/lowprec.c): how the buffers are stored, which
+     * of them take the signed 8-bit map, and each 8-bit buffer's block
+     * scales (one float per OPTIMC_QBLOCK elements). */
+    int state_format;                       /* optimc_state_format */
+    unsigned state_signed;                  /* bit k: state[k] uses the signed map */
+    float *state_absmax[OPTIMC_MAX_STATE];  /* 8-bit only */
 } optimc_tensor;
+
+/* How a tensor's state buffers are stored. Native: the param's dtype.
+ * bfloat16: uint16 bits, round to nearest even. 8-bit: uint8 codes of
+ * bitsandbytes' dynamic maps with a float32 absmax per 256-element block
+ * (csrc/quantize.h). Compressed buffers are decoded per block into the
+ * param's dtype around the rule's own kernel, and encoded again after it. */
+typedef enum {
+    OPTIMC_STATE_NATIVE = 0, OPTIMC_STATE_BF16 = 1, OPTIMC_STATE_8BIT = 2
+} optimc_state_format;
+
+/* What a state buffer holds, for compression: a signed moment (8-bit:
+ * the signed map), a non-negative one (the unsigned map), or a value that
+ * must stay exact (it cannot be compressed). */
+typedef enum {
+    optimc_moment_exact = 0, optimc_moment_signed = 1, optimc_moment_unsigned = 2
+} optimc_moment_kind;
 
 /* The shape of a state buffer, from its param's shape. */
 typedef enum {
@@ -73,6 +95,7 @@ typedef struct {
     int n_state;
     const char *state_names[OPTIMC_MAX_STATE];   /* as PyTorch names them */
     optimc_layout state_layout[OPTIMC_MAX_STATE];
+    optimc_moment_kind state_kind[OPTIMC_MAX_STATE];
     int n_scalars;
     const char *scalar_names[OPTIMC_MAX_SCALARS];
     double scalar_init[OPTIMC_MAX_SCALARS];

@@ -93,6 +93,7 @@ static inline uint32_t optimc_q8_cell(float v)
 static inline float optimc_q8_encode(const optimc_qmap *m, const float *restrict x, size_t n,
                                      uint8_t *restrict codes)
 {
+    if (n > OPTIMC_QBLOCK) n = OPTIMC_QBLOCK;   /* one block at most (callers never pass more) */
     float absmax = optimc_q8_absmax(x, n);
     if (absmax == 0.0f) {
         memset(codes, 0, n);

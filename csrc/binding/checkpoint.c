@@ -2,18 +2,37 @@
  * made from the engine's own sizes and shapes, never the param's current ones;
  * a load checks every field of every entry before it writes any. */
 #include "binding.h"
+#include "lowprec.h"
 #include <math.h>
 #include <string.h>
 
-static PyObject *state_view(Engine *self, Py_ssize_t i, int k)
+/* The numpy type a state buffer is stored as: the param's, or uint16
+ * (bfloat16 bits) or uint8 (8-bit codes). */
+static int state_typenum(const optimc_tensor *x)
+{
+    switch (x->state_format) {
+    case OPTIMC_STATE_BF16: return NPY_UINT16;
+    case OPTIMC_STATE_8BIT: return NPY_UINT8;
+    default: return typenum_of(x->dtype);
+    }
+}
+
+/* buffer k of param i (param-shaped), or with `scales` its 8-bit block
+ * scales (1-D float32, one per 256 elements) */
+static PyObject *state_view_of(Engine *self, Py_ssize_t i, int k, int scales)
 {
     PyObject *shape = self->shapes[i];
     int nd = (int)PyTuple_GET_SIZE(shape);
     npy_intp dims[NPY_MAXDIMS];
     for (int d = 0; d < nd; d++) dims[d] = PyLong_AsSsize_t(PyTuple_GET_ITEM(shape, d));
-    PyArray_Descr *descr = PyArray_DescrFromType(typenum_of(self->tensors[i].dtype));
+    const optimc_tensor *x = &self->tensors[i];
+    if (scales) {
+        nd = 1;
+        dims[0] = (npy_intp)optimc_qblocks(x->n);
+    }
+    PyArray_Descr *descr = PyArray_DescrFromType(scales ? NPY_FLOAT32 : state_typenum(x));
     PyObject *view = PyArray_NewFromDescr(&PyArray_Type, descr, nd, dims, NULL,
-                                          self->tensors[i].state[k], NPY_ARRAY_CARRAY, NULL);
+                                          scales ? (void *)x->state_absmax[k] : x->state[k], NPY_ARRAY_CARRAY, NULL);
     if (!view) return NULL;
     Py_INCREF(self);
     if (PyArray_SetBaseObject((PyArrayObject *)view, (PyObject *)self) < 0) {
@@ -38,9 +57,17 @@ static PyObject *tensor_state(Engine *self, Py_ssize_t i, int copy)
     }
     for (int k = 0; k < alg->n_state; k++) {
         if (!x->state[k]) continue;
-        PyObject *v = state_view(self, i, k);
+        PyObject *v = state_view_of(self, i, k, 0);
         if (v && copy) Py_SETREF(v, PyArray_NewCopy((PyArrayObject *)v, NPY_CORDER));
         int rc = v ? PyDict_SetItemString(bufs, alg->state_names[k], v) : -1;
+        Py_XDECREF(v);
+        if (rc < 0) goto done;
+        if (!x->state_absmax[k]) continue;
+        v = state_view_of(self, i, k, 1);   /* "<buffer>_absmax" */
+        if (v && copy) Py_SETREF(v, PyArray_NewCopy((PyArrayObject *)v, NPY_CORDER));
+        PyObject *key = v ? PyUnicode_FromFormat("%s_absmax", alg->state_names[k]) : NULL;
+        rc = key ? PyDict_SetItem(bufs, key, v) : -1;
+        Py_XDECREF(key);
         Py_XDECREF(v);
         if (rc < 0) goto done;
     }
@@ -98,6 +125,55 @@ static long long counter(PyObject *v, PyObject *label)
     return c;
 }
 
+/* A C-contiguous, aligned array of `typenum` with n elements? */
+static int is_array_of(PyObject *a, int typenum, size_t n)
+{
+    return a && PyArray_Check(a) && PyArray_TYPE((PyArrayObject *)a) == typenum
+           && PyArray_ISCARRAY_RO((PyArrayObject *)a) && PyArray_ISNOTSWAPPED((PyArrayObject *)a)
+           && (size_t)PyArray_SIZE((PyArrayObject *)a) == n;
+}
+
+/* A compressed buffer's entries: its codes (uint16 bfloat16 bits or uint8
+ * codes) and, for 8 bits, "<name>_absmax" (finite, >= 0: a negative or NaN
+ * scale is a corrupt checkpoint). */
+static int check_compressed(const optimc_tensor *x, int k, PyObject *bufs, PyObject *lab, const char *name,
+                            PyObject *a, PyObject **codes, PyObject **scales)
+{
+    int eight = x->state_format == OPTIMC_STATE_8BIT;
+    if (!is_array_of(a, eight ? NPY_UINT8 : NPY_UINT16, x->n)) {
+        PyErr_Format(PyExc_ValueError, "%U['%s']: expected a C-contiguous %s array of %zu elements, got %R", lab,
+                     name, eight ? "uint8 (8-bit codes)" : "uint16 (bfloat16 bits)", x->n,
+                     a ? (PyObject *)Py_TYPE(a) : Py_None);
+        return -1;
+    }
+    *codes = a;
+    *scales = NULL;
+    if (!eight) return 0;
+    (void)k;
+    PyObject *key = PyUnicode_FromFormat("%s_absmax", name);
+    PyObject *s = key ? PyDict_GetItemWithError(bufs, key) : NULL;
+    Py_XDECREF(key);
+    if (!s && PyErr_Occurred()) return -1;
+    size_t nb = optimc_qblocks(x->n);
+    if (!is_array_of(s, NPY_FLOAT32, nb)) {
+        PyErr_Format(PyExc_ValueError, "%U['%s_absmax']: expected a C-contiguous float32 array of %zu block "
+                     "scales, got %R", lab, name, nb, s ? (PyObject *)Py_TYPE(s) : Py_None);
+        return -1;
+    }
+    const float *v = PyArray_DATA((PyArrayObject *)s);
+    for (size_t b = 0; b < nb; b++)
+        if (!(v[b] >= 0.0f) || isinf(v[b])) {
+            PyObject *got = PyFloat_FromDouble(v[b]);
+            if (got)
+                PyErr_Format(PyExc_ValueError, "%U['%s_absmax'][%zu]: a block scale must be finite and >= 0, "
+                             "got %R (a corrupt checkpoint?)", lab, name, b, got);
+            Py_XDECREF(got);
+            return -1;
+        }
+    *scales = s;
+    return 0;
+}
+
 /* Check entry i = (step, {scalar: float}, {buffer: array}); fills the
  * tensor's new step/scalars and the (referenced) source arrays. */
 static int check_entry(Engine *self, Py_ssize_t i, PyObject *e, long long *step, double *scalars,
@@ -137,6 +213,12 @@ static int check_entry(Engine *self, Py_ssize_t i, PyObject *e, long long *step,
         if (!x->state[k]) continue;
         count++;
         PyObject *a = PyDict_GetItemString(bufs, alg->state_names[k]);
+        if (x->state_format != OPTIMC_STATE_NATIVE) {
+            if (check_compressed(x, k, bufs, lab, alg->state_names[k], a, &sources[k], &sources[k + OPTIMC_MAX_STATE]) < 0)
+                goto done;
+            count += x->state_absmax[k] != NULL;
+            continue;
+        }
         int dtype = -1;
         if (!a || array_check(a, 0, &dtype) != ARRAY_OK || dtype != x->dtype
             || (size_t)PyArray_SIZE((PyArrayObject *)a) != x->n) {
@@ -172,13 +254,14 @@ PyObject *Engine_load(Engine *self, PyObject *args)
     }
     long long *steps = PyMem_Calloc((size_t)n + 1, sizeof(long long));
     double *scalars = PyMem_Calloc((size_t)n * OPTIMC_MAX_SCALARS + 1, sizeof(double));
-    PyObject **sources = PyMem_Calloc((size_t)n * OPTIMC_MAX_STATE + 1, sizeof(PyObject *));
+    /* per param: its buffers, then their 8-bit block scales */
+    PyObject **sources = PyMem_Calloc((size_t)n * 2 * OPTIMC_MAX_STATE + 1, sizeof(PyObject *));
     optimc_hyper *groups = PyMem_Calloc((size_t)n_groups + 1, sizeof(optimc_hyper));
     PyObject **lr_fns = PyMem_Calloc((size_t)n_groups + 1, sizeof(PyObject *));
     if (!steps || !scalars || !sources || !groups || !lr_fns) { PyErr_NoMemory(); goto done; }
     for (Py_ssize_t i = 0; i < n; i++)
         if (check_entry(self, i, PyList_GET_ITEM(entries, i), &steps[i], &scalars[i * OPTIMC_MAX_SCALARS],
-                        &sources[i * OPTIMC_MAX_STATE]) < 0)
+                        &sources[i * 2 * OPTIMC_MAX_STATE]) < 0)
             goto done;
     for (Py_ssize_t gi = 0; gi < n_groups; gi++)
         if (parse_hyper(self, PyList_GET_ITEM(hypers, gi), &groups[gi], &lr_fns[gi]) < 0
@@ -193,7 +276,7 @@ PyObject *Engine_load(Engine *self, PyObject *args)
     if (n_steps < 0 || skipped < 0) goto done;
     /* a source that is this optimizer's own memory (a live view) is copied
      * first, so that no copy reads what an earlier one wrote */
-    for (Py_ssize_t j = 0; j < n * OPTIMC_MAX_STATE; j++) {
+    for (Py_ssize_t j = 0; j < n * 2 * OPTIMC_MAX_STATE; j++) {
         PyObject *a = sources[j];
         if (!a) continue;
         if (regions_find(self, PyArray_DATA((PyArrayObject *)a), (size_t)PyArray_NBYTES((PyArrayObject *)a)))
@@ -208,9 +291,15 @@ PyObject *Engine_load(Engine *self, PyObject *args)
         optimc_tensor *x = &self->tensors[i];
         x->step = steps[i];
         memcpy(x->scalars, &scalars[i * OPTIMC_MAX_SCALARS], sizeof x->scalars);
-        for (int k = 0; k < OPTIMC_MAX_STATE; k++)
-            if (x->state[k])
-                memcpy(x->state[k], PyArray_DATA((PyArrayObject *)sources[i * OPTIMC_MAX_STATE + k]), nbytes_of(x));
+        PyObject **src = &sources[i * 2 * OPTIMC_MAX_STATE];
+        for (int k = 0; k < OPTIMC_MAX_STATE; k++) {
+            if (!x->state[k]) continue;
+            memcpy(x->state[k], PyArray_DATA((PyArrayObject *)src[k]),
+                   (size_t)PyArray_NBYTES((PyArrayObject *)src[k]));
+            if (x->state_absmax[k])
+                memcpy(x->state_absmax[k], PyArray_DATA((PyArrayObject *)src[k + OPTIMC_MAX_STATE]),
+                       optimc_qblocks(x->n) * sizeof(float));
+        }
     }
     for (Py_ssize_t gi = 0; gi < n_groups; gi++) {
         self->groups[gi] = groups[gi];

@@ -4,6 +4,7 @@
  * everything with the GIL held, then runs the kernels without it. */
 #include "binding.h"
 #include "pool.h"
+#include "lowprec.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -268,6 +269,29 @@ static PyObject *Engine_set_hyper(Engine *self, PyObject *args)
 
 /* ---- adding parameters ---- */
 
+/* A state format the group's buffers can take: every buffer the options
+ * need must be a moment (optimc_moment_kind), not an exact value. */
+static int check_state_format(Engine *self, const optimc_hyper *h, int format, Py_ssize_t min_8bit)
+{
+    if (format < OPTIMC_STATE_NATIVE || format > OPTIMC_STATE_8BIT || min_8bit < 0) {
+        PyErr_Format(PyExc_ValueError, "state_format: expected 0, 1 or 2 and min_8bit_size >= 0, got %d, %zd",
+                     format, min_8bit);
+        return -1;
+    }
+    if (format == OPTIMC_STATE_NATIVE) return 0;
+    unsigned need = self->alg->state_mask(h);
+    for (int k = 0; k < self->alg->n_state; k++)
+        if ((need & (1u << k)) && self->alg->state_kind[k] == optimc_moment_exact) {
+            PyErr_Format(PyExc_ValueError,
+                         "state_dtype=%s: %s's state buffer '%s' holds exact values, not a moment estimate, "
+                         "and cannot be stored in low precision; use state_dtype=None",
+                         format == OPTIMC_STATE_8BIT ? "'8bit'" : "'bfloat16'", self->alg->name,
+                         self->alg->state_names[k]);
+            return -1;
+        }
+    return 0;
+}
+
 static int grow(void **p, Py_ssize_t n, size_t size)
 {
     void *q = realloc(*p, (size_t)(n ? n : 1) * size);
@@ -344,9 +368,12 @@ static PyObject *Engine_add_group(Engine *self, PyObject *args)
 {
     PyObject *arrays, *names, *d, *lr_fn;
     optimc_hyper h;
-    if (!PyArg_ParseTuple(args, "O!OO", &PyList_Type, &arrays, &names, &d) || engine_ready(self) < 0)
+    int format = OPTIMC_STATE_NATIVE;
+    Py_ssize_t min_8bit = 0;
+    if (!PyArg_ParseTuple(args, "O!OO|in", &PyList_Type, &arrays, &names, &d, &format, &min_8bit)
+        || engine_ready(self) < 0)
         return NULL;
-    if (parse_hyper(self, d, &h, &lr_fn) < 0) return NULL;
+    if (parse_hyper(self, d, &h, &lr_fn) < 0 || check_state_format(self, &h, format, min_8bit) < 0) return NULL;
     Py_ssize_t m = PyList_GET_SIZE(arrays), base = self->n_tensors;
     int named = names != Py_None;
     if (named && (!PyList_Check(names) || PyList_GET_SIZE(names) != m)) {
@@ -407,8 +434,17 @@ static PyObject *Engine_add_group(Engine *self, PyObject *args)
         }
         self->shapes[base + j] = shape_of((PyArrayObject *)o);
         if (!self->shapes[base + j]) goto undo;
-        size_t per = (nbytes_of(x) + STATE_ALIGN - 1) / STATE_ALIGN * STATE_ALIGN;
+        /* 8-bit state only from min_8bit elements on (smaller tensors stay native) */
+        x->state_format = format == OPTIMC_STATE_8BIT && x->n < (size_t)min_8bit ? OPTIMC_STATE_NATIVE : format;
+        for (int k = 0; k < self->alg->n_state; k++)
+            if (self->alg->state_kind[k] == optimc_moment_signed) x->state_signed |= 1u << k;
+        size_t codes = x->state_format == OPTIMC_STATE_8BIT ? x->n : x->state_format == OPTIMC_STATE_BF16 ? 2 * x->n
+                       : nbytes_of(x);
+        size_t per = (codes + STATE_ALIGN - 1) / STATE_ALIGN * STATE_ALIGN;
         if (per == 0) per = STATE_ALIGN;   /* an empty param still has (empty) buffers */
+        size_t scales = x->state_format == OPTIMC_STATE_8BIT
+                        ? (optimc_qblocks(x->n) * sizeof(float) + STATE_ALIGN - 1) / STATE_ALIGN * STATE_ALIGN : 0;
+        per += scales;   /* each 8-bit buffer's codes, then its block scales */
         size_t total = per * (size_t)__builtin_popcount(mask);
         void *block = NULL;
         if (total && posix_memalign(&block, STATE_ALIGN, total) != 0) {
@@ -420,6 +456,7 @@ static PyObject *Engine_add_group(Engine *self, PyObject *args)
         char *cursor = block;
         for (int k = 0; k < OPTIMC_MAX_STATE; k++) {
             x->state[k] = (mask & (1u << k)) ? cursor : NULL;
+            x->state_absmax[k] = (mask & (1u << k)) && scales ? (float *)(cursor + per - scales) : NULL;
             if (mask & (1u << k)) cursor += per;
         }
         x->group = (int)self->n_groups;
@@ -683,9 +720,9 @@ static PyObject *Engine_get_last_lr(Engine *self, void *c)
 static PyObject *Engine_get_state_bytes(Engine *self, void *c)
 {
     (void)c;
-    size_t total = 0;
+    size_t total = 0;   /* what the buffers hold (block scales included), not their padding */
     for (Py_ssize_t i = 0; i < self->n_tensors; i++)
-        total += nbytes_of(&self->tensors[i]) * (size_t)__builtin_popcount(self->masks[i]);
+        total += optimc_lowprec_buffer_bytes(&self->tensors[i]) * (size_t)__builtin_popcount(self->masks[i]);
     return PyLong_FromSize_t(total);
 }
 

@@ -8,7 +8,7 @@
 OPTIMC_LIST(adadelta)
 #elif !defined(T)
 #define adadelta_HYPER(F) F(rho) F(eps)
-#define adadelta_STATE(S) S(square_avg, 1, 0, param) S(acc_delta, 1, 0, param)
+#define adadelta_STATE(S) S(square_avg, 1, 0, param, unsigned) S(acc_delta, 1, 0, param, unsigned)
 #define adadelta_SCALARS(S) 
 OPTIMC_DESCRIBE(adadelta)
 #else

@@ -7,7 +7,7 @@
 OPTIMC_LIST(adagrad)
 #elif !defined(T)
 #define adagrad_HYPER(F) F(lr_decay) F(initial_accumulator_value) F(eps)
-#define adagrad_STATE(S) S(sum, 1, h->initial_accumulator_value, param)
+#define adagrad_STATE(S) S(sum, 1, h->initial_accumulator_value, param, unsigned)
 #define adagrad_SCALARS(S) 
 OPTIMC_DESCRIBE(adagrad)
 #else

@@ -10,7 +10,7 @@
 OPTIMC_LIST(adam)
 #elif !defined(T)
 #define adam_HYPER(F) F(beta1) F(beta2) F(eps) F(amsgrad)
-#define adam_STATE(S) S(exp_avg, 1, 0, param) S(exp_avg_sq, 1, 0, param) S(max_exp_avg_sq, h->amsgrad != 0, 0, param)
+#define adam_STATE(S) S(exp_avg, 1, 0, param, signed) S(exp_avg_sq, 1, 0, param, unsigned) S(max_exp_avg_sq, h->amsgrad != 0, 0, param, unsigned)
 #define adam_SCALARS(S) 
 OPTIMC_DESCRIBE(adam)
 #else

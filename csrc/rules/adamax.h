@@ -7,7 +7,7 @@
 OPTIMC_LIST(adamax)
 #elif !defined(T)
 #define adamax_HYPER(F) F(beta1) F(beta2) F(eps)
-#define adamax_STATE(S) S(exp_avg, 1, 0, param) S(exp_inf, 1, 0, param)
+#define adamax_STATE(S) S(exp_avg, 1, 0, param, signed) S(exp_inf, 1, 0, param, unsigned)
 #define adamax_SCALARS(S) 
 OPTIMC_DESCRIBE(adamax)
 #else

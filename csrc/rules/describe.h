@@ -9,11 +9,14 @@
  *   <name>_HYPER(F)    F(field) for each hyperparameter after the common four
  *                      (lr, weight_decay, maximize, decoupled_weight_decay);
  *                      flags are 0 or 1. These are the keys the binding takes.
- *   <name>_STATE(S)    S(buffer, needed, initial, layout) for each state buffer,
+ *   <name>_STATE(S)    S(buffer, needed, initial, layout, kind) for each state buffer,
  *                      named as PyTorch names it: whether the options `h` need it,
  *                      its initial value (expressions over `h`, the typed
- *                      hyperparameters) and its shape (an optimc_layout without
- *                      its prefix: `param` is the param's shape and dtype).
+ *                      hyperparameters), its shape (an optimc_layout without
+ *                      its prefix: `param` is the param's shape and dtype) and
+ *                      what it holds, for state_dtype (an optimc_moment_kind
+ *                      without its prefix: `signed` or `unsigned` moments can
+ *                      be stored in bfloat16 or 8 bits; `exact` cannot).
  *   <name>_SCALARS(S)  S(scalar, initial) for each per-tensor scalar (x->scalars[k]).
  *   OPTIMC_DESCRIBE(<name>)  makes the typed struct <name>_hyper.
  */

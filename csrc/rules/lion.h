@@ -8,7 +8,7 @@
 OPTIMC_LIST(lion)
 #elif !defined(T)
 #define lion_HYPER(F) F(beta1) F(beta2)
-#define lion_STATE(S) S(exp_avg, 1, 0, param)
+#define lion_STATE(S) S(exp_avg, 1, 0, param, signed)
 #define lion_SCALARS(S) 
 OPTIMC_DESCRIBE(lion)
 #else

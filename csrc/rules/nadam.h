@@ -8,7 +8,7 @@
 OPTIMC_LIST(nadam)
 #elif !defined(T)
 #define nadam_HYPER(F) F(beta1) F(beta2) F(eps) F(momentum_decay)
-#define nadam_STATE(S) S(exp_avg, 1, 0, param) S(exp_avg_sq, 1, 0, param)
+#define nadam_STATE(S) S(exp_avg, 1, 0, param, signed) S(exp_avg_sq, 1, 0, param, unsigned)
 #define nadam_SCALARS(S) S(mu_product, 1.0)
 OPTIMC_DESCRIBE(nadam)
 #else

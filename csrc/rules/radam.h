@@ -10,7 +10,7 @@
 OPTIMC_LIST(radam)
 #elif !defined(T)
 #define radam_HYPER(F) F(beta1) F(beta2) F(eps)
-#define radam_STATE(S) S(exp_avg, 1, 0, param) S(exp_avg_sq, 1, 0, param)
+#define radam_STATE(S) S(exp_avg, 1, 0, param, signed) S(exp_avg_sq, 1, 0, param, unsigned)
 #define radam_SCALARS(S) 
 OPTIMC_DESCRIBE(radam)
 #else

@@ -10,7 +10,7 @@
 OPTIMC_LIST(rmsprop)
 #elif !defined(T)
 #define rmsprop_HYPER(F) F(alpha) F(eps) F(momentum) F(centered)
-#define rmsprop_STATE(S) S(square_avg, 1, 0, param) S(momentum_buffer, h->momentum > 0, 0, param) S(grad_avg, h->centered != 0, 0, param)
+#define rmsprop_STATE(S) S(square_avg, 1, 0, param, unsigned) S(momentum_buffer, h->momentum > 0, 0, param, signed) S(grad_avg, h->centered != 0, 0, param, signed)
 #define rmsprop_SCALARS(S) 
 OPTIMC_DESCRIBE(rmsprop)
 #else

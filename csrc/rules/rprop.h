@@ -12,7 +12,7 @@
 OPTIMC_LIST(rprop)
 #elif !defined(T)
 #define rprop_HYPER(F) F(etaminus) F(etaplus) F(step_size_min) F(step_size_max)
-#define rprop_STATE(S) S(prev, 1, 0, param) S(step_size, 1, 0, param)
+#define rprop_STATE(S) S(prev, 1, 0, param, exact) S(step_size, 1, 0, param, exact)
 #define rprop_SCALARS(S)
 OPTIMC_DESCRIBE(rprop)
 #else

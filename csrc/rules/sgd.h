@@ -9,7 +9,7 @@
 OPTIMC_LIST(sgd)
 #elif !defined(T)
 #define sgd_HYPER(F) F(momentum) F(dampening) F(nesterov)
-#define sgd_STATE(S) S(momentum_buffer, h->momentum != 0, 0, param)
+#define sgd_STATE(S) S(momentum_buffer, h->momentum != 0, 0, param, signed)
 #define sgd_SCALARS(S) 
 OPTIMC_DESCRIBE(sgd)
 #else

@@ -36,6 +36,12 @@ COMMON_CHECKS = {
 # The options of every optimizer besides its hyperparameters: the guard.
 GUARD_OPTIONS = ("max_grad_norm", "clip_value", "skip_nonfinite")
 
+# How the state is stored (csrc/lowprec.c), fixed at construction: None (the
+# param's dtype), "bfloat16" or "8bit" (bitsandbytes' blockwise dynamic
+# quantization; tensors below min_8bit_size elements stay in the param's dtype).
+STATE_OPTIONS = ("state_dtype", "min_8bit_size")
+STATE_FORMATS = {None: 0, "bfloat16": 1, "8bit": 2}   # csrc/optimc.h optimc_state_format
+
 # Names users bring from Keras, optax and torch habits.
 _ALIASES = {"learning_rate": "lr", "epsilon": "eps", "decay": "weight_decay", "beta_1": "betas",
             "beta_2": "betas", "beta1": "betas", "beta2": "betas", "clipnorm": "max_grad_norm",
@@ -85,11 +91,13 @@ class Optimizer(Checkpointing, Display, _core.Engine):
 
     def __init__(self, params, hyper, **options):
         hyper = {k: v for k, v in hyper.items() if k in self._hyper_names}
+        storage = {k: options.pop(k) for k in STATE_OPTIONS if k in options}
         unknown = [k for k in options if k not in GUARD_OPTIONS]
         if unknown:
-            known = self._hyper_names + GUARD_OPTIONS
+            known = self._hyper_names + GUARD_OPTIONS + STATE_OPTIONS
             raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {unknown[0]!r}"
                             f"{_suggest(unknown[0], known)} (it takes {', '.join(known)})")
+        object.__setattr__(self, "_storage", self._check_storage(**storage))
         self._init_engine(self._kernel)
         defaults = Defaults(self._check(hyper))
         defaults._attach(self)
@@ -198,7 +206,8 @@ class Optimizer(Checkpointing, Display, _core.Engine):
         group = ParamGroup()
         # every value is checked, the defaults too (they are a plain dict)
         dict.update(group, self._check({**self.defaults, **hyper}))
-        self._add_group(arrays, names, self._engine_hyper(group))
+        self._add_group(arrays, names, self._engine_hyper(group), STATE_FORMATS[self.state_dtype],
+                        self.min_8bit_size)
         dict.update(group, extra)
         # tuples: a group's params are fixed once handed over
         dict.__setitem__(group, "params", tuple(arrays))
@@ -220,6 +229,27 @@ class Optimizer(Checkpointing, Display, _core.Engine):
 
     def _params(self):
         return [p for g in self.param_groups for p in g["params"]]
+
+    # ---- how the state is stored (fixed at construction) ----
+
+    @staticmethod
+    def _check_storage(state_dtype=None, min_8bit_size=4096):
+        if not (state_dtype is None or (isinstance(state_dtype, str) and state_dtype in STATE_FORMATS)):
+            raise ValueError(f"state_dtype: expected None, 'bfloat16' or '8bit', got {state_dtype!r}")
+        min_8bit_size = _checks.integer("min_8bit_size", min_8bit_size, 0)
+        return {"state_dtype": state_dtype, "min_8bit_size": min_8bit_size}
+
+    @property
+    def state_dtype(self):
+        """How the state buffers are stored: None (the param's dtype), "bfloat16"
+        or "8bit" (fixed at construction; see the guide's low-precision section)."""
+        return self._storage["state_dtype"]
+
+    @property
+    def min_8bit_size(self):
+        """With state_dtype="8bit": params with fewer elements keep their state
+        in the param's dtype (4096 by default, as bitsandbytes)."""
+        return self._storage["min_8bit_size"]
 
     # ---- the guard: live options ----
 

@@ -197,7 +197,7 @@ class Checkpointing:
             names = g.get("param_names")
             plain["params"] = dict(zip(names, g["params"])) if names is not None else list(g["params"])
             groups.append(plain)
-        return (_rebuild, (type(self), groups, dict(self.defaults), dict(self._guard), self.state_dict()))
+        return (_rebuild, (type(self), groups, dict(self.defaults), {**self._guard, **self._storage}, self.state_dict()))
 
 
 def _rebuild(cls, groups, defaults, options, state_dict):

@@ -26,6 +26,8 @@ class Display:
 
     def _options(self):
         opts = [f"{k}={v!r}" for k, v in self._guard.items() if v not in (None, False)]
+        if self.state_dtype is not None:
+            opts.append(f"state_dtype={self.state_dtype!r}")
         return opts
 
     def __repr__(self):

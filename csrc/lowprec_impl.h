@@ -1,0 +1,55 @@
+/* lowprec_impl.h — the block wrapper that runs any rule's kernel on a tensor
+ * whose state is stored in bfloat16 or 8 bits (optimc.h, optimc_state_format),
+ * for one scalar type T; included by kernels_impl.h at every SIMD level.
+ *
+ * [lo, hi) is walked in OPTIMC_QBLOCK-element blocks (lo is a block edge:
+ * the step splits compressed tensors on block edges). Per block: each state
+ * buffer is decoded into a stack buffer of T, the rule's kernel runs on the
+ * block (a shallow copy of the tensor whose param, grad and state point at
+ * the block), and each buffer is encoded again (8-bit: its absmax computed
+ * afresh). One pass, nothing allocated, and every rule is reused unchanged.
+ * Float64 state goes through float32 on its way to bfloat16 or 8 bits. */
+static void SFX(lowprec_run)(optimc_kernel_fn kernel, const optimc_tensor *x, size_t lo, size_t hi)
+{
+    _Alignas(64) T buf[OPTIMC_MAX_STATE][OPTIMC_QBLOCK];
+    _Alignas(64) float narrow[OPTIMC_QBLOCK];
+    optimc_tensor blk = *x;
+    const optimc_qmap *maps[2] = {NULL, NULL};
+    int eight = x->state_format == OPTIMC_STATE_8BIT;
+    if (eight) maps[0] = optimc_qmap_get(0), maps[1] = optimc_qmap_get(1);
+    for (size_t b = lo; b < hi; b += OPTIMC_QBLOCK) {
+        size_t len = hi - b < OPTIMC_QBLOCK ? hi - b : OPTIMC_QBLOCK, block = b / OPTIMC_QBLOCK;
+        for (int k = 0; k < OPTIMC_MAX_STATE; k++) {
+            if (!x->state[k]) continue;
+            T *restrict out = buf[k];
+            if (eight) {
+                const float *code = maps[(x->state_signed >> k) & 1u]->code;
+                const uint8_t *restrict c = (const uint8_t *)x->state[k] + b;
+                float scale = x->state_absmax[k][block];
+                for (size_t i = 0; i < len; i++) out[i] = (T)(code[c[i]] * scale);
+            } else {
+                const uint16_t *restrict h = (const uint16_t *)x->state[k] + b;
+                for (size_t i = 0; i < len; i++) out[i] = (T)optimc_bf16_decode(h[i]);
+            }
+            blk.state[k] = out;
+        }
+        blk.param = (char *)x->param + b * sizeof(T);
+        blk.grad = (const char *)x->grad + b * sizeof(T);
+        kernel(&blk, 0, len);
+        for (int k = 0; k < OPTIMC_MAX_STATE; k++) {
+            if (!x->state[k]) continue;
+            const float *src = (const float *)(const void *)buf[k];
+            if (sizeof(T) != sizeof(float)) {
+                for (size_t i = 0; i < len; i++) narrow[i] = (float)buf[k][i];
+                src = narrow;
+            }
+            if (eight) {
+                uint8_t *c = (uint8_t *)x->state[k] + b;
+                x->state_absmax[k][block] = optimc_q8_encode(maps[(x->state_signed >> k) & 1u], src, len, c);
+            } else {
+                uint16_t *restrict h = (uint16_t *)x->state[k] + b;
+                for (size_t i = 0; i < len; i++) h[i] = optimc_bf16_encode(src[i]);
+            }
+        }
+    }
+}
