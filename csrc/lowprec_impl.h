@@ -21,17 +21,16 @@ static void SFX(lowprec_run)(optimc_kernel_fn kernel, const optimc_tensor *x, si
         size_t len = hi - b < OPTIMC_QBLOCK ? hi - b : OPTIMC_QBLOCK, block = b / OPTIMC_QBLOCK;
         for (int k = 0; k < OPTIMC_MAX_STATE; k++) {
             if (!x->state[k]) continue;
-            T *restrict out = buf[k];
-            if (eight) {
-                const float *code = maps[(x->state_signed >> k) & 1u]->code;
-                const uint8_t *restrict c = (const uint8_t *)x->state[k] + b;
-                float scale = x->state_absmax[k][block];
-                for (size_t i = 0; i < len; i++) out[i] = (T)(code[c[i]] * scale);
-            } else {
-                const uint16_t *restrict h = (const uint16_t *)x->state[k] + b;
-                for (size_t i = 0; i < len; i++) out[i] = (T)optimc_bf16_decode(h[i]);
-            }
-            blk.state[k] = out;
+            /* float state is decoded in place; double through a float block */
+            float *dst = sizeof(T) == sizeof(float) ? (float *)(void *)buf[k] : narrow;
+            if (eight)
+                optimc_q8_decode(maps[(x->state_signed >> k) & 1u], (const uint8_t *)x->state[k] + b,
+                                 x->state_absmax[k][block], len, dst);
+            else
+                optimc_bf16_decode_block((const uint16_t *)x->state[k] + b, len, dst);
+            if (sizeof(T) != sizeof(float))
+                for (size_t i = 0; i < len; i++) buf[k][i] = (T)narrow[i];
+            blk.state[k] = buf[k];
         }
         blk.param = (char *)x->param + b * sizeof(T);
         blk.grad = (const char *)x->grad + b * sizeof(T);
@@ -47,8 +46,7 @@ static void SFX(lowprec_run)(optimc_kernel_fn kernel, const optimc_tensor *x, si
                 uint8_t *c = (uint8_t *)x->state[k] + b;
                 x->state_absmax[k][block] = optimc_q8_encode(maps[(x->state_signed >> k) & 1u], src, len, c);
             } else {
-                uint16_t *restrict h = (uint16_t *)x->state[k] + b;
-                for (size_t i = 0; i < len; i++) h[i] = optimc_bf16_encode(src[i]);
+                optimc_bf16_encode_block(src, len, (uint16_t *)x->state[k] + b);
             }
         }
     }

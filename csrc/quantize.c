@@ -84,10 +84,10 @@ void optimc_dequantize_blockwise(int is_signed, const uint8_t *codes, const floa
 
 void optimc_bf16_encode_array(const float *x, size_t n, uint16_t *out)
 {
-    for (size_t i = 0; i < n; i++) out[i] = optimc_bf16_encode(x[i]);
+    optimc_bf16_encode_block(x, n, out);
 }
 
 void optimc_bf16_decode_array(const uint16_t *h, size_t n, float *out)
 {
-    for (size_t i = 0; i < n; i++) out[i] = optimc_bf16_decode(h[i]);
+    optimc_bf16_decode_block(h, n, out);
 }
