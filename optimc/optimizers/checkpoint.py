@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .. import _checks
+from .. import _checks, _core
 
 STATE_DICT_FORMAT = "optimc.state_dict"
 STATE_DICT_VERSION = 1
@@ -136,6 +136,7 @@ class Checkpointing:
         if not isinstance(saved, Mapping):
             raise TypeError(f"{where}: expected a dict, got {type(saved).__name__}")
         step, scalars, bufs = template
+        saved = self._converted_state(where, saved, bufs, param)
         keys = set(saved)
         wanted = {"step", *scalars, *bufs}
         if keys != wanted:
@@ -148,11 +149,65 @@ class Checkpointing:
         out_bufs = {}
         for name in bufs:
             value = saved[name]
-            if not isinstance(value, np.ndarray) or value.dtype != param.dtype or value.shape != bufs[name].shape:
-                raise ValueError(f"{where}[{name!r}]: expected a {param.dtype} array of shape "
+            want = bufs[name].dtype   # the param's, or the stored form of compressed state
+            if not isinstance(value, np.ndarray) or value.dtype != want or value.shape != bufs[name].shape:
+                raise ValueError(f"{where}[{name!r}]: expected a {want} array of shape "
                                  f"{bufs[name].shape}, got {_shown(value)}")
             out_bufs[name] = np.ascontiguousarray(value)
         return step, out_scalars, out_bufs
+
+    def _converted_state(self, where, saved, bufs, param):
+        """`saved` with each state buffer in this optimizer's storage (see
+        state_dtype): a buffer saved in another form (the param's dtype,
+        bfloat16 bits, 8-bit codes with their "<name>_absmax" block scales) is
+        decoded to float32 and encoded again. Block scales are checked here
+        (finite, >= 0); the same form passes through unchanged."""
+        if not isinstance(saved, Mapping):
+            return saved
+        kinds = dict(zip(*(_core.algorithms()[self._kernel][k] for k in ("state", "state_kind"))))
+        out = dict(saved)
+        for name in [n for n in kinds if n in bufs]:
+            value = saved.get(name)
+            if not isinstance(value, np.ndarray) or not value.flags.c_contiguous:
+                continue   # reported by the checks that follow
+            scale_key = name + "_absmax"
+            saved_form = "8bit" if value.dtype == np.uint8 else "bfloat16" if value.dtype == np.uint16 else None
+            target = bufs[name].dtype
+            target_form = "8bit" if target == np.uint8 else "bfloat16" if target == np.uint16 else None
+            if saved_form == target_form or value.shape != bufs[name].shape:
+                continue   # the same form (checked as it is), or a shape the checks report
+            if saved_form is None and value.dtype != param.dtype:
+                continue
+            signed = kinds.get(name) != "unsigned"
+            if saved_form == "8bit":
+                scales = saved.get(scale_key)
+                nb = -(-value.size // 256)
+                if not isinstance(scales, np.ndarray) or scales.dtype != np.float32 or scales.shape != (nb,):
+                    raise ValueError(f"{where}[{scale_key!r}]: expected a float32 array of {nb} block scales, "
+                                     f"got {_shown(scales)}")
+                bad = ~(np.isfinite(scales) & (scales >= 0))
+                if bad.any():
+                    b = int(np.argmax(bad))
+                    raise ValueError(f"{where}[{scale_key!r}][{b}]: a block scale must be finite and >= 0, "
+                                     f"got {float(scales[b])!r} (a corrupt checkpoint?)")
+                values = _core.dequantize_blockwise(np.ascontiguousarray(value).ravel(),
+                                                    np.ascontiguousarray(scales), signed)
+                del out[scale_key]
+            elif saved_form == "bfloat16":
+                values = _core.bf16_decode(np.ascontiguousarray(value).ravel())
+            elif value.dtype.kind == "f":
+                values = value.ravel()
+            else:
+                continue
+            if target_form == "8bit":
+                codes, scales = _core.quantize_blockwise(np.ascontiguousarray(values, np.float32), signed)
+                out[name] = codes.reshape(value.shape)
+                out[scale_key] = scales
+            elif target_form == "bfloat16":
+                out[name] = _core.bf16_encode(np.ascontiguousarray(values, np.float32)).reshape(value.shape)
+            else:
+                out[name] = np.asarray(values).astype(target).reshape(value.shape)
+        return out
 
     def load_state_dict(self, state_dict):
         """Take state and hyperparameters from `state_dict` (from ``state_dict()``).
