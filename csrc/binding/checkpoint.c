@@ -21,10 +21,10 @@ static int state_typenum(const optimc_tensor *x)
  * scales (1-D float32, one per 256 elements) */
 static PyObject *state_view_of(Engine *self, Py_ssize_t i, int k, int scales)
 {
-    PyObject *shape = self->shapes[i];
-    int nd = (int)PyTuple_GET_SIZE(shape);
-    npy_intp dims[NPY_MAXDIMS];
-    for (int d = 0; d < nd; d++) dims[d] = PyLong_AsSsize_t(PyTuple_GET_ITEM(shape, d));
+    size_t shape[OPTIMC_MAX_DIMS], elements;
+    int nd = optimc_layout_shape(self->alg->state_layout[k], &self->tensors[i], shape, &elements);
+    npy_intp dims[OPTIMC_MAX_DIMS];
+    for (int d = 0; d < nd; d++) dims[d] = (npy_intp)shape[d];
     const optimc_tensor *x = &self->tensors[i];
     if (scales) {
         nd = 1;
@@ -220,10 +220,11 @@ static int check_entry(Engine *self, Py_ssize_t i, PyObject *e, long long *step,
             continue;
         }
         int dtype = -1;
+        size_t elements = optimc_state_elements(self->algorithm, x, k);
         if (!a || array_check(a, 0, &dtype) != ARRAY_OK || dtype != x->dtype
-            || (size_t)PyArray_SIZE((PyArrayObject *)a) != x->n) {
+            || (size_t)PyArray_SIZE((PyArrayObject *)a) != elements) {
             PyErr_Format(PyExc_ValueError, "%U['%s']: expected a C-contiguous %s array of %zu elements, got %R",
-                         lab, alg->state_names[k], dtype_name(x->dtype), x->n,
+                         lab, alg->state_names[k], dtype_name(x->dtype), elements,
                          a ? (PyObject *)Py_TYPE(a) : Py_None);
             goto done;
         }
@@ -294,8 +295,7 @@ PyObject *Engine_load(Engine *self, PyObject *args)
         PyObject **src = &sources[i * 2 * OPTIMC_MAX_STATE];
         for (int k = 0; k < OPTIMC_MAX_STATE; k++) {
             if (!x->state[k]) continue;
-            memcpy(x->state[k], PyArray_DATA((PyArrayObject *)src[k]),
-                   (size_t)PyArray_NBYTES((PyArrayObject *)src[k]));
+            memcpy(x->state[k], PyArray_DATA((PyArrayObject *)src[k]), state_nbytes(self, x, k));
             if (x->state_absmax[k])
                 memcpy(x->state_absmax[k], PyArray_DATA((PyArrayObject *)src[k + OPTIMC_MAX_STATE]),
                        optimc_qblocks(x->n) * sizeof(float));

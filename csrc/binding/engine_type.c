@@ -229,8 +229,8 @@ done:
 
 int check_structure(Engine *self, Py_ssize_t gi, const optimc_hyper *h)
 {
-    unsigned need = self->alg->state_mask(h);
     for (Py_ssize_t i = 0; i < self->n_tensors; i++) {
+        unsigned need = self->alg->state_mask(h, self->tensors[i].ndim);
         if (self->tensors[i].group != gi || need == self->masks[i]) continue;
         /* the buffers are fixed when a group is added, in both directions: a
          * buffer dropped now would make the state disagree with the options */
@@ -279,12 +279,14 @@ static int check_state_format(Engine *self, const optimc_hyper *h, int format, P
         return -1;
     }
     if (format == OPTIMC_STATE_NATIVE) return 0;
-    unsigned need = self->alg->state_mask(h);
+    unsigned need = 0;   /* for params of any rank */
+    for (int ndim = 0; ndim <= 2; ndim++) need |= self->alg->state_mask(h, ndim);
     for (int k = 0; k < self->alg->n_state; k++)
-        if ((need & (1u << k)) && self->alg->state_kind[k] == optimc_moment_exact) {
+        if ((need & (1u << k)) && (self->alg->state_kind[k] == optimc_moment_exact
+                                   || self->alg->state_layout[k] != optimc_layout_param)) {
             PyErr_Format(PyExc_ValueError,
-                         "state_dtype=%s: %s's state buffer '%s' holds exact values, not a moment estimate, "
-                         "and cannot be stored in low precision; use state_dtype=None",
+                         "state_dtype=%s: %s's state buffer '%s' holds exact values or is not shaped like "
+                         "the param, and cannot be stored in low precision; use state_dtype=None",
                          format == OPTIMC_STATE_8BIT ? "'8bit'" : "'bfloat16'", self->alg->name,
                          self->alg->state_names[k]);
             return -1;
@@ -407,7 +409,6 @@ static PyObject *Engine_add_group(Engine *self, PyObject *args)
         }
         if (PyList_Append(self->names, key) < 0) goto undo;
     }
-    unsigned mask = self->alg->state_mask(&h);
     for (Py_ssize_t j = 0; j < m; j++) {
         PyObject *o = PyList_GET_ITEM(arrays, j);
         optimc_tensor *x = &self->tensors[base + j];
@@ -422,6 +423,8 @@ static PyObject *Engine_add_group(Engine *self, PyObject *args)
         memset(x, 0, sizeof *x);
         x->param = PyArray_DATA((PyArrayObject *)o);
         x->n = (size_t)PyArray_SIZE((PyArrayObject *)o);
+        x->ndim = PyArray_NDIM((PyArrayObject *)o);
+        for (int d = 0; d < x->ndim; d++) x->dims[d] = (size_t)PyArray_DIM((PyArrayObject *)o, d);
         x->dtype = dtype;
         /* the same array twice, two views of one buffer, a view of this
          * optimizer's state: all refused, so that no memory is written twice */
@@ -438,14 +441,19 @@ static PyObject *Engine_add_group(Engine *self, PyObject *args)
         x->state_format = format == OPTIMC_STATE_8BIT && x->n < (size_t)min_8bit ? OPTIMC_STATE_NATIVE : format;
         for (int k = 0; k < self->alg->n_state; k++)
             if (self->alg->state_kind[k] == optimc_moment_signed) x->state_signed |= 1u << k;
-        size_t codes = x->state_format == OPTIMC_STATE_8BIT ? x->n : x->state_format == OPTIMC_STATE_BF16 ? 2 * x->n
-                       : nbytes_of(x);
-        size_t per = (codes + STATE_ALIGN - 1) / STATE_ALIGN * STATE_ALIGN;
-        if (per == 0) per = STATE_ALIGN;   /* an empty param still has (empty) buffers */
+        /* each 8-bit buffer's codes are followed by its block scales */
         size_t scales = x->state_format == OPTIMC_STATE_8BIT
                         ? (optimc_qblocks(x->n) * sizeof(float) + STATE_ALIGN - 1) / STATE_ALIGN * STATE_ALIGN : 0;
-        per += scales;   /* each 8-bit buffer's codes, then its block scales */
-        size_t total = per * (size_t)__builtin_popcount(mask);
+        /* one block holds the buffers, each starting on a 64-byte line */
+        unsigned mask = self->alg->state_mask(&h, x->ndim);
+        size_t per[OPTIMC_MAX_STATE] = {0}, total = 0;
+        for (int k = 0; k < OPTIMC_MAX_STATE; k++) {
+            if (!(mask & (1u << k))) continue;
+            per[k] = (state_nbytes(self, x, k) + STATE_ALIGN - 1) / STATE_ALIGN * STATE_ALIGN;
+            if (per[k] == 0) per[k] = STATE_ALIGN;   /* an empty param still has (empty) buffers */
+            per[k] += scales;
+            total += per[k];
+        }
         void *block = NULL;
         if (total && posix_memalign(&block, STATE_ALIGN, total) != 0) {
             PyErr_NoMemory();
@@ -456,8 +464,8 @@ static PyObject *Engine_add_group(Engine *self, PyObject *args)
         char *cursor = block;
         for (int k = 0; k < OPTIMC_MAX_STATE; k++) {
             x->state[k] = (mask & (1u << k)) ? cursor : NULL;
-            x->state_absmax[k] = (mask & (1u << k)) && scales ? (float *)(cursor + per - scales) : NULL;
-            if (mask & (1u << k)) cursor += per;
+            x->state_absmax[k] = (mask & (1u << k)) && scales ? (float *)(cursor + per[k] - scales) : NULL;
+            cursor += per[k];
         }
         x->group = (int)self->n_groups;
         x->grad_scale = 1.0;
@@ -722,7 +730,10 @@ static PyObject *Engine_get_state_bytes(Engine *self, void *c)
     (void)c;
     size_t total = 0;   /* what the buffers hold (block scales included), not their padding */
     for (Py_ssize_t i = 0; i < self->n_tensors; i++)
-        total += optimc_lowprec_buffer_bytes(&self->tensors[i]) * (size_t)__builtin_popcount(self->masks[i]);
+        for (int k = 0; k < OPTIMC_MAX_STATE; k++)
+            if (self->tensors[i].state[k])
+                total += state_nbytes(self, &self->tensors[i], k)
+                         + (self->tensors[i].state_absmax[k] ? optimc_qblocks(self->tensors[i].n) * sizeof(float) : 0);
     return PyLong_FromSize_t(total);
 }
 
