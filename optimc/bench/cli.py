@@ -23,11 +23,12 @@ from .machine import cpu_times, machine_info
 from .report import (OUTPUT_FILES, fmt_ns, format_fixed, format_sweep, format_table,
                      format_threads_big, write_outputs)
 from .sections import THRESHOLD_SIZES, fixed_cost, run_case, threads_big, threshold_sweep
+from .lowprec import format_lowprec, lowprec_section
 from .timing import PROFILES
 
 __all__ = ["main", "build_parser", "run", "SECTIONS"]
 
-SECTIONS = ("main", "fixed", "threads")
+SECTIONS = ("main", "fixed", "threads", "lowprec")
 DEFAULT_OUT = "bench-results"
 
 
@@ -102,7 +103,8 @@ def add_selection_options(group, cases):
     group.add_argument("--threads-size", type=lambda t: parse_size(t)[1], default=None,
                        metavar="N",
                        help="elements of the threads section's large float32 step, timed with "
-                            "1 and N threads (default 1e7, 1e6 with --quick)")
+                            "1 and N threads, and of the lowprec section's Adam step "
+                            "(default 1e7, 1e6 with --quick)")
     group.add_argument("--sweep-sizes", type=parse_sizes, default=None, metavar="LIST",
                        help="element counts of the thread-threshold sweep (default: 16384 ... "
                             "4194304, around the default threshold)")
@@ -292,6 +294,20 @@ def run(args, cases, command: str) -> int:
                 print(format_sweep(s))
                 print()
 
+        low = None
+        if "lowprec" in args.sections:
+            # one thread, as the speed bar is stated; restored by the finally below
+            optimc.set_num_threads(1)
+            if torch is not None:
+                torch.set_num_threads(1)
+            low = lowprec_section(prof, torch, args.seed,
+                                  n=args.threads_size or (10 ** 6 if args.quick else 10 ** 7))
+            optimc.set_num_threads(args.threads)
+            if torch is not None:
+                torch.set_num_threads(args.threads)
+            print(format_lowprec(low))
+            print()
+
         try:
             machine["loadavg_end"] = os.getloadavg()
         except OSError:  # pragma: no cover - platforms without a load average
@@ -315,7 +331,7 @@ def run(args, cases, command: str) -> int:
                           sizes=[size_label(a, b) for a, b in sizes], profile=prof,
                           numpy_block=NUMPY_BLOCK, quick=args.quick, seed=args.seed,
                           sections=args.sections),
-            results=results, fixed_cost=fixed, threads_1e7=big, threshold_sweeps=sweeps,
+            results=results, fixed_cost=fixed, threads_1e7=big, threshold_sweeps=sweeps, lowprec=low,
             mismatches=mismatches)
         paths = write_outputs(args.out, payload, args.plot)
         print("wrote " + ", ".join(paths) + f"  ({time.perf_counter() - t_start:.0f} s in all)")

@@ -13,6 +13,7 @@ import os
 from typing import Dict, List, Optional, Sequence
 
 from .competitors import IMPLS
+from .lowprec import lowprec_markdown
 
 __all__ = ["OUTPUT_FILES", "fmt_ns", "fmt_bytes", "format_table", "format_fixed",
            "format_threads_big", "format_sweep", "format_markdown", "write_outputs", "save_plot"]
@@ -193,6 +194,7 @@ def format_markdown(payload) -> str:
         lines += _md_table([f"{big['optimizer']} {big['dtype']}, {big['n_elements']:.0e} "
                             f"elements", "1 thread (ns/el)", f"{nt} threads (ns/el)", "speedup"],
                            rows, 1)
+    lines += lowprec_markdown(payload.get("lowprec"))
     for s in payload.get("threshold_sweeps") or []:
         title, (th, tr), (rh, rr), suggestion = _sweep_tables(s)
         lines += [title + ".", "", "ns per element (median):", ""]
