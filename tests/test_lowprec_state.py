@@ -279,3 +279,16 @@ def test_8bit_adam_as_close_as_bitsandbytes():
     # the two 8-bit runs agree to within rounding noise; ours may not be further
     assert _distance(ours, full) <= _distance(theirs, full) * 1.001
     assert problem.loss(ours) <= problem.loss(theirs) * 1.001
+
+
+def test_bench_section_runs_and_reports():
+    from optimc.bench.lowprec import format_lowprec, lowprec_markdown, lowprec_section
+    prof = dict(sample_time=0.0005, case_time=0.01, min_rounds=2, max_rounds=3)
+    s = lowprec_section(prof, None, seed=0, n=4096)
+    names = ["optimc Adam, state float32", "optimc Adam, state bfloat16", "optimc Adam, state 8bit"]
+    assert list(s["ns_per_element"]) == names
+    assert s["state_bytes_per_param"][names[2]] == 2 * (4096 + 4 * 16) / 4096
+    assert "torch not installed" in s["skipped"]["bitsandbytes Adam8bit"]
+    text = format_lowprec(s)
+    assert all(n in text for n in names) and "not run" in text
+    assert lowprec_markdown(s)[2].startswith("| implementation")
