@@ -12,7 +12,8 @@ CFLAGS = ["-std=c11", "-O3", "-fno-math-errno", "-ffp-contract=off", "-fvisibili
 
 # The one list of C sources: the kernel library, then the binding.
 KERNEL_SOURCES = ["csrc/engine.c", "csrc/pool.c", "csrc/runtime.c",
-                  "csrc/kernels_baseline.c", "csrc/kernels_avx2.c", "csrc/kernels_avx512.c"]
+                  "csrc/kernels_baseline.c", "csrc/kernels_avx2.c", "csrc/kernels_avx512.c",
+                  "csrc/lbfgs.c", "csrc/muon.c"]
 BINDING_SOURCES = sorted(glob.glob("csrc/binding/*.c"))
 
 setup(

@@ -34,6 +34,7 @@ except ImportError as _exc:
     raise ImportError(_core_import_error(_exc)) from _exc
 from . import optimizers
 from .optimizers import ALL, Optimizer, ParamGroup
+from .optimizers import SPECIAL, LBFGS, Muon  # outside ALL: see optimizers/__init__.py
 from .toolkit import EMA, SWA, clip_grad_norm, clip_grad_value, grad_norm
 from .accumulate import MultiSteps
 from .checkpoint import load, save
@@ -49,3 +50,4 @@ __all__ = [cls.__name__ for cls in ALL] + [
     "clip_grad_norm", "clip_grad_value", "grad_norm", "EMA", "SWA", "MultiSteps", "save", "load",
     "show_config", "set_num_threads", "get_num_threads", "set_simd", "schedules", "problems",
 ]
+__all__ += ["SPECIAL"] + [cls.__name__ for cls in SPECIAL]

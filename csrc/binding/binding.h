@@ -100,4 +100,8 @@ PyObject *Engine_load(Engine *self, PyObject *args);
 /* ---- module.c ---- */
 /* Collect a list/tuple/dict of float arrays into buffers (PyMem_Malloc'd). */
 optimc_buffer *collect_buffers(PyObject *arrays, const char *what, Py_ssize_t *n_out, int writeable);
+
+/* ---- vector_ops.c ---- */
+/* Add LBFGS's and Muon's module functions to the module. */
+int vector_ops_add(PyObject *module);
 #endif
