@@ -55,3 +55,21 @@ def test_compared_with_torch(name):
     assert set(theirs) == set(mine), f"{name}: torch's arguments {sorted(theirs)}, ours {sorted(mine)}"
     for k, v in theirs.items():
         assert (tuple(v) if isinstance(v, (list, tuple)) else v) == mine[k], f"{name}.{k}: torch {v!r}, ours {mine[k]!r}"
+
+
+def test_demo_runs_the_entries_on_their_problems_only():
+    """python -m optimc runs LBFGS on the full-batch problems and Muon+AdamW on the MLP."""
+    import numpy as np
+
+    from optimc.demo import problems as P
+    from optimc.demo import runner, special
+    probs = [P.get_problem(n) for n in ("quadratic", "spiral_mlp")]
+    rows = runner.run_all(probs, list(special.ENTRIES), 60, np.dtype(np.float32), 0)
+    assert [[r.optimizer for r in row] for row in rows] == [["LBFGS"], ["Muon+AdamW"]]
+    for prob, (r,) in zip(probs, rows):
+        assert r.error is None, r.error
+        assert r.lr == {c.__name__: c for c in special.ENTRIES}[r.optimizer].rates[prob.name]
+        start = prob.loss(prob.init(np.float32, 0))
+        assert r.final_loss < start
+    from optimc.demo import cli
+    assert {"LBFGS", "Muon+AdamW"} <= set(cli.optimizer_classes())

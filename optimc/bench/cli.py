@@ -336,6 +336,10 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m optimc ben
         from optimc.distributed import bench as mpi_bench
         argv.remove("--mpi")
         return int(mpi_bench.main(argv, prog=f"{prog} --mpi") or 0)
+    if "--muon" in argv:  # Muon against torch.optim.Muon (optimc/bench/muon.py), its own options
+        from . import muon
+        argv.remove("--muon")
+        return muon.main(argv, prog=f"{prog} --muon")
     cases = algorithm_cases()
     args = build_parser(prog, cases).parse_args(argv)
     return run(args, cases, command=" ".join([prog, *argv]))

@@ -23,6 +23,7 @@ import optimc
 from . import problems as _problems
 from .figure import DEFAULT_OUTPUT, check_output, import_matplotlib, make_figure
 from .runner import run_all
+from .special import ENTRIES
 from .table import format_table
 
 __all__ = ["main", "build_parser", "optimizer_classes", "DEMO_HINT"]
@@ -31,8 +32,9 @@ DEMO_HINT = 'pip install "optimc[demo]"'
 
 
 def optimizer_classes():
-    """{class name: class} of every optimizer the demo can run: ``optimc.ALL``."""
-    return {cls.__name__: cls for cls in optimc.ALL}
+    """{class name: class} of every optimizer the demo can run: ``optimc.ALL``, then the
+    entries for LBFGS and Muon (:mod:`optimc.demo.special`), each on its own problems."""
+    return {cls.__name__: cls for cls in tuple(optimc.ALL) + ENTRIES}
 
 
 # ---------------------------------------------------------------------------
@@ -89,7 +91,8 @@ def build_parser(prog: str = "python -m optimc") -> argparse.ArgumentParser:
             "saves a figure of the loss curves and the 2-D trajectories (--output)."),
         epilog=(
             f"problems:\n{problem_lines}\n\n"
-            f"optimizers (optimc.ALL):\n  {', '.join(names)}\n\n"
+            f"optimizers (optimc.ALL, then LBFGS on the full-batch problems and\n"
+            f"Muon+AdamW on the MLP):\n  {', '.join(names)}\n\n"
             "other commands (they must come first):\n"
             f"  {prog} bench [options]    the speed benchmark ({prog} bench --help)\n\n"
             "examples:\n"

@@ -49,6 +49,14 @@ NOTES: Mapping[Tuple[str, str], str] = {
         "3e-3 diverged in the sweep. At 3e-3 those steps throw it onto the valley's wall, "
         "and its adapted steps, about lr x a rectification factor that grows from 0.03 "
         "to 0.8 over the run, are too short to walk the valley in 2000 steps.",
+    ("rosenbrock", "LBFGS"):
+        "L-BFGS runs one iteration per step (max_iter=1) at a fixed step length lr, so "
+        "that each step costs one gradient, as for every other optimizer; its usual setting "
+        "(20 iterations and a strong-Wolfe line search per step) would evaluate the problem "
+        "many times per step. The same holds on the saddle and the quadratic.",
+    ("spiral_mlp", "Muon+AdamW"):
+        "Muon updates the weight matrices W1 and W2 at lr; AdamW updates the biases at its "
+        "own rate for this problem (Muon takes only 2-D params; its authors pair it with AdamW).",
 }
 
 
