@@ -266,3 +266,47 @@ def test_bad_state_dict_refused_with_nothing_changed():
         with pytest.raises((TypeError, ValueError)):
             opt.load_state_dict(sd)
         assert pickle.dumps(opt.state_dict()) == before
+
+
+def numpy_two_loop(g, dirs, stps, ro, h_diag):
+    """The two-loop recursion as torch writes it, in the arrays' dtype."""
+    t = g.dtype.type
+    q = -g
+    al = [None] * len(dirs)
+    for i in range(len(dirs) - 1, -1, -1):
+        al[i] = t(np.dot(stps[i].astype(np.float64), q.astype(np.float64))) * t(ro[i])
+        q = q + (-al[i]) * dirs[i]
+    d = q * t(h_diag)
+    for i in range(len(dirs)):
+        be = t(np.dot(dirs[i].astype(np.float64), d.astype(np.float64))) * t(ro[i])
+        d = d + (al[i] - be) * stps[i]
+    return d, al
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_c_two_loop_equals_numpy(dtype):
+    from optimc import _core
+    rng = np.random.default_rng(9)
+    n, m = 1037, 5
+    g = rng.standard_normal(n).astype(dtype)
+    dirs = [rng.standard_normal(n).astype(dtype) for _ in range(m)]
+    stps = [(y + 0.1 * rng.standard_normal(n)).astype(dtype) for y in dirs]
+    ro = [float(dtype(1.0) / dtype(np.dot(y.astype(np.float64), s.astype(np.float64)))) for y, s in zip(dirs, stps)]
+    d = np.zeros(n, dtype)
+    al = _core.lbfgs_direction(g, dirs, stps, ro, 0.7, d)
+    want, want_al = numpy_two_loop(g, dirs, stps, ro, 0.7)
+    # the dots sum in another order (NumPy's pairwise float64 sum): each differs by
+    # ~1e-16 relative before its rounding to the dtype
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(d, want, rtol=tol, atol=tol * np.abs(want).max())
+    np.testing.assert_allclose(al, [float(a) for a in want_al], rtol=tol)
+    y, s = np.zeros(n, dtype), np.zeros(n, dtype)
+    ys, yy = _core.lbfgs_pair(g, dirs[0], d, 0.5, y, s)
+    assert np.array_equal(y, g - dirs[0]) and np.array_equal(s, d * dtype(0.5))
+    assert ys == pytest.approx(float(np.dot(y.astype(np.float64), s)), rel=tol)
+    assert yy == pytest.approx(float(np.dot(y.astype(np.float64), y)), rel=tol)
+    with pytest.raises(TypeError, match=r"old_dirs\[1\]: expected"):
+        _core.lbfgs_direction(g, [dirs[0], dirs[1].astype(np.float32 if dtype == np.float64 else np.float64)],
+                              stps[:2], ro[:2], 1.0, d)
+    with pytest.raises(ValueError, match="d is g"):
+        _core.lbfgs_direction(g, [], [], [], 1.0, g)
