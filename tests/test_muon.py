@@ -216,3 +216,15 @@ def test_state_dict_and_pickle_resume_bit_identical():
     with pytest.raises(ValueError, match=r"state_dict\['state'\]\[0\]\['momentum_buffer'\]"):
         opt.load_state_dict(bad)
     assert _snapshot(opt, half) == before
+
+
+def test_bench_muon_rows(capsys):
+    """python -m optimc bench --muon, on a small matrix: a row per BLAS setting."""
+    from optimc.bench import cli, muon as bench_muon
+    rows = bench_muon.muon_rows(shapes=((16, 8),), repeats=1)
+    assert [r["blas_threads"] for r in rows] == ["1", "default"]
+    assert all(r["optimc_s"] > 0 and (r["torch_s"] is None or r["ratio"] > 0) for r in rows)
+    assert "16x8" in bench_muon.format_rows(rows)
+    with pytest.raises(SystemExit):
+        cli.main(["--muon", "--repeats", "0"])
+    assert "--repeats must be at least 1" in capsys.readouterr().err
