@@ -34,6 +34,7 @@
 #define ABS fabsf
 #include "rules/common.h"
 #include "rules/around.h"
+#include "rules/reduce.h"
 #include "rules/all.h"
 #define OPTIMC_LIST OPTIMC_WRAP
 #define OPTIMC_LIST_REDUCING OPTIMC_WRAP_REDUCING
@@ -52,6 +53,7 @@
 #define ABS fabs
 #include "rules/common.h"
 #include "rules/around.h"
+#include "rules/reduce.h"
 #include "rules/all.h"
 #define OPTIMC_LIST OPTIMC_WRAP
 #define OPTIMC_LIST_REDUCING OPTIMC_WRAP_REDUCING

@@ -47,6 +47,16 @@ static void SFX(lamb_prepare)(const lamb_hyper *h, optimc_tensor *x)
     c->ratio = 1;
 }
 
+/* common.h's grad_in without its weight decay (λθ joins u instead), as
+ * selects, so that the first pass's loop vectorizes */
+static inline T SFX(lamb_grad_in)(const SFX(lamb_coef) *c, T g)
+{
+    g = g * c->pre.grad_scale;
+    T high = g > c->pre.clip ? c->pre.clip : g;
+    T clipped = high < -c->pre.clip ? -c->pre.clip : high;
+    return c->pre.has_clip ? clipped : g;
+}
+
 /* u from the updated moments (the same operations in both passes) */
 static inline T SFX(lamb_direction)(const SFX(lamb_coef) *c, T theta, T m, T v)
 {
@@ -54,26 +64,31 @@ static inline T SFX(lamb_direction)(const SFX(lamb_coef) *c, T theta, T m, T v)
     return c->has_wd ? u + c->wd * theta : u;
 }
 
+/* The first pass, in blocks of 64 (rules/reduce.h): the moments, and θ and
+ * u of the block, whose squares go into the lanes of sums 0 and 1. */
 static void SFX(lamb_reduce)(const optimc_tensor *x, size_t lo, size_t hi, double *sums)
 {
     const SFX(lamb_coef) c = *(const SFX(lamb_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    double param_sq[8] = {0}, update_sq[8] = {0};
-    for (size_t i = lo; i < hi; i++) {
-        T theta = p[i];
-        T gi = SFX(grad_in)(&c.pre, g[i], &theta);
-        T m = c.one_minus_b1 * gi + c.b1 * s0[i];
-        T v = c.one_minus_b2 * (gi * gi) + c.b2 * s1[i];
-        s0[i] = m;
-        s1[i] = v;
-        T u = SFX(lamb_direction)(&c, theta, m, v);
-        param_sq[i & 7] += (double)theta * (double)theta;
-        update_sq[i & 7] += (double)u * (double)u;
+    double lanes[2][8] = {{0}};
+    T thetas[64], us[64];
+    for (size_t at = lo; at < hi; at += 64) {
+        size_t len = hi - at < 64 ? hi - at : 64;
+        for (size_t j = 0; j < len; j++) {
+            size_t i = at + j;
+            T theta = p[i];
+            T gi = SFX(lamb_grad_in)(&c, g[i]);
+            T m = c.one_minus_b1 * gi + c.b1 * s0[i];
+            T v = c.one_minus_b2 * (gi * gi) + c.b2 * s1[i];
+            s0[i] = m;
+            s1[i] = v;
+            thetas[j] = theta;
+            us[j] = SFX(lamb_direction)(&c, theta, m, v);
+        }
+        SFX(lanes_add_squares)(lanes[0], thetas, len);
+        SFX(lanes_add_squares)(lanes[1], us, len);
     }
-    for (int k = 0; k < 8; k++) {
-        sums[0] += param_sq[k];
-        sums[1] += update_sq[k];
-    }
+    SFX(lanes_finish)(sums, lanes, 2);
 }
 
 static void SFX(lamb_finish)(const lamb_hyper *h, optimc_tensor *x, const double *sums)

@@ -46,22 +46,22 @@ static inline T SFX(lars_direction)(const SFX(lars_coef) *c, T theta, T g)
     return c->has_wd ? g + c->wd * theta : g;
 }
 
+/* The first pass, in blocks of 64 (rules/reduce.h): θ and u of the block,
+ * whose squares go into the lanes of sums 0 and 1. */
 static void SFX(lars_reduce)(const optimc_tensor *x, size_t lo, size_t hi, double *sums)
 {
     const SFX(lars_coef) c = *(const SFX(lars_coef) *)x->coef;
     if (!c.trust) return;   /* ratio 1: nothing to read */
     OPTIMC_PTRS(x);
-    double param_sq[8] = {0}, update_sq[8] = {0};
-    for (size_t i = lo; i < hi; i++) {
-        T theta = p[i];
-        T u = SFX(lars_direction)(&c, theta, g[i]);
-        param_sq[i & 7] += (double)theta * (double)theta;
-        update_sq[i & 7] += (double)u * (double)u;
+    double lanes[2][8] = {{0}};
+    T us[64];
+    for (size_t at = lo; at < hi; at += 64) {
+        size_t len = hi - at < 64 ? hi - at : 64;
+        for (size_t j = 0; j < len; j++) us[j] = SFX(lars_direction)(&c, p[at + j], g[at + j]);
+        SFX(lanes_add_squares)(lanes[0], p + at, len);
+        SFX(lanes_add_squares)(lanes[1], us, len);
     }
-    for (int k = 0; k < 8; k++) {
-        sums[0] += param_sq[k];
-        sums[1] += update_sq[k];
-    }
+    SFX(lanes_finish)(sums, lanes, 2);
 }
 
 static void SFX(lars_finish)(const lars_hyper *h, optimc_tensor *x, const double *sums)
