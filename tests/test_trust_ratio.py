@@ -225,3 +225,11 @@ def test_trust_ratio_is_per_tensor():
     opt = optimc.LARS([a, b], lr=0.1, trust_coefficient=1.0, momentum=0.0)
     opt.step([np.full(10_000, 1e-6), np.full(3, 1e6)])
     assert np.allclose(a, 2.0 * 0.9, rtol=1e-14) and np.allclose(b, 0.9, rtol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["LAMB", "LARS"])
+def test_zero_redundancy_refuses_trust_ratios(name):
+    """A ZeRO-1 rank holds a shard of a tensor, not its whole norm."""
+    from optimc.distributed.zero import ZeroRedundancyOptimizer
+    with pytest.raises(ValueError, match="not element-wise"):
+        ZeroRedundancyOptimizer([np.zeros(3)], getattr(optimc, name))

@@ -245,6 +245,7 @@ class LAMB(Optimizer):
     then split into groups of consecutive params with equal masks).
     State: ``mu``, ``nu``."""
     _kernel = "lamb"
+    elementwise = False   # the trust ratio needs whole tensors: ZeRO-1 cannot shard it
     _checks = {"b1": lambda n, v: _checks.real(n, v, 0.0, 1.0, hi_open=True),
                "b2": lambda n, v: _checks.real(n, v, 0.0, 1.0, hi_open=True),
                "eps_root": lambda n, v: _checks.real(n, v, lo=0.0),
@@ -265,6 +266,7 @@ class LARS(Optimizer):
     ``weight_decay_mask`` and ``trust_ratio_mask`` take what LAMB's ``mask``
     takes (False on biases and norms is the usual choice). State: ``trace``."""
     _kernel = "lars"
+    elementwise = False   # the trust ratio needs whole tensors: ZeRO-1 cannot shard it
     _checks = {"eps": lambda n, v: _checks.real(n, v, lo=0.0),
                "trust_coefficient": lambda n, v: _checks.real(n, v, lo=0.0, lo_open=True),
                "weight_decay_mask": _group_mask, "trust_ratio_mask": _group_mask}
