@@ -31,6 +31,14 @@ typedef enum {
 #define OPTIMC_MAX_STATE 4      /* state buffers per tensor */
 #define OPTIMC_MAX_SCALARS 4    /* per-tensor scalar state (NAdam's mu_product, ...) */
 #define OPTIMC_COEF_BYTES 192   /* per-tensor scratch for a step's constants */
+/* Per-tensor reductions (rules that need norms before their update, such as
+ * LAMB's trust ratio): at most OPTIMC_MAX_SUMS sums per tensor, each summed
+ * over at most OPTIMC_REDUCE_CHUNKS chunks of at least OPTIMC_REDUCE_MIN_CHUNK
+ * elements. A tensor's chunk boundaries depend only on its size, so the sums
+ * are the same for any thread split. */
+#define OPTIMC_MAX_SUMS 4
+#define OPTIMC_REDUCE_CHUNKS 16
+#define OPTIMC_REDUCE_MIN_CHUNK 4096
 #define OPTIMC_MAX_DIMS 64      /* dimensions of a param (NumPy's own limit) */
 
 /* A step counter never exceeds this: the rules compute with t as a double,
@@ -61,6 +69,8 @@ typedef struct {
     double grad_scale;              /* multiplies the grad (clipping); 1 normally */
     double grad_clip;               /* clamps the grad to ±grad_clip when > 0 */
     _Alignas(16) unsigned char coef[OPTIMC_COEF_BYTES];
+    /* scratch of rules with per-tensor reductions: chunk c's partial sums */
+    double partial[OPTIMC_REDUCE_CHUNKS][OPTIMC_MAX_SUMS];
 } optimc_tensor;
 
 /* The shape of a state buffer, from its param's shape (x->ndim, x->dims);
@@ -89,6 +99,10 @@ typedef struct {
     unsigned (*state_mask)(const optimc_hyper *h, int ndim);
     /* The initial value of state buffer k under options `h`. */
     double (*state_init)(const optimc_hyper *h, int k);
+    /* Per-tensor sums its step computes before the update (0: none; see
+     * rules/describe.h): the step then reads params, grads and state once
+     * more than other rules do. */
+    int n_sums;
 } optimc_algorithm;
 
 /* The registry: optimc_algorithms[0 .. optimc_n_algorithms). */
@@ -136,7 +150,11 @@ typedef struct {
  * params and state in place, unless the guard skips the step. Splits the work
  * over the thread pool when the step is large enough; the result is
  * bit-identical for any thread count and any SIMD level. The caller ensures
- * no tensor's step is at OPTIMC_MAX_STEP. `report` may be NULL. */
+ * no tensor's step is at OPTIMC_MAX_STEP. `report` may be NULL.
+ * A rule with per-tensor reductions runs two passes in this one call, each
+ * split over the pool: the first accumulates each tensor's sums chunk by
+ * chunk (whole chunks per thread), then each tensor's sums are added in chunk
+ * order and turned into its step's constants, then the update pass runs. */
 void optimc_step(int algorithm, const optimc_hyper *groups, optimc_tensor *tensors,
                  size_t n_tensors, const optimc_guard *guard, optimc_step_report *report);
 

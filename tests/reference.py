@@ -484,6 +484,72 @@ describe("NAG", _nag_update,
          torch=("SGD", dict(nesterov=True, dampening=0.0)))
 
 
+def _norm(x):
+    """The L2 norm of a whole tensor, summed in float64."""
+    x = np.asarray(x, np.float64)
+    return float(np.sqrt(np.sum(x * x)))
+
+
+def lamb_update(p, g, st, h):
+    """optax.lamb: mu <- (1-b1)g + b1*mu; nu <- (1-b2)g^2 + b2*nu;
+    u = (mu/(1-b1^t)) / (sqrt(nu/(1-b2^t) + eps_root) + eps) + wd*p (where mask);
+    r = |p|/|u| (1 if either is 0); p <- p + (u*r)*(-lr)"""
+    if "mu" not in st:
+        st["mu"] = np.zeros_like(p)
+        st["nu"] = np.zeros_like(p)
+    g = -g if h["maximize"] else g
+    t = st["step"]
+    b1, b2 = h["b1"], h["b2"]
+    mu, nu = st["mu"], st["nu"]
+    _set(mu, _c(1 - b1, p) * g + _c(b1, p) * mu)
+    _set(nu, _c(1 - b2, p) * (g * g) + _c(b2, p) * nu)
+    u = (mu / _c(1 - b1 ** t, p)) / (np.sqrt(nu / _c(1 - b2 ** t, p) + _c(h["eps_root"], p)) + _c(h["eps"], p))
+    if h["weight_decay"] != 0 and h["mask"] in (None, True):
+        u = u + _c(h["weight_decay"], p) * p
+    pn, un = _norm(p), _norm(u)
+    ratio = 1.0 if pn == 0 or un == 0 else pn / un
+    _set(p, p + (u * _c(ratio, p)) * _c(-h["lr"], p))
+
+
+describe("LAMB", lamb_update,
+         grids=[(dict(lr=0.01), dict(weight_decay=[0.0, 0.1], mask=[None, False], maximize=MAX)),
+                (dict(lr=0.01, weight_decay=0.05), dict(b1=[0.9, 0.5], b2=[0.999, 0.9], eps=[1e-6, 1e-3],
+                                                        eps_root=[0.0, 1e-8]))],
+         rich=dict(lr=0.01, weight_decay=0.1, eps_root=1e-10, b1=0.8),
+         second_group=dict(mask=False, b2=0.99, maximize=True),
+         torch=None)
+
+
+def lars_update(p, g, st, h):
+    """optax.lars: u = g + wd*p (where weight_decay_mask); where trust_ratio_mask
+    u <- u * tc*|p|/(|u| + eps) (1 if either norm is 0); u <- u*(-lr);
+    trace <- u + momentum*trace; p <- p + (u + momentum*trace if nesterov else trace)"""
+    if "trace" not in st:
+        st["trace"] = np.zeros_like(p)
+    g = -g if h["maximize"] else g
+    u = g
+    if h["weight_decay"] != 0 and h["weight_decay_mask"]:
+        u = u + _c(h["weight_decay"], p) * p
+    if h["trust_ratio_mask"]:
+        pn, un = _norm(p), _norm(u)
+        if pn != 0 and un != 0:
+            u = u * _c(h["trust_coefficient"] * pn / (un + h["eps"]), p)
+    u = u * _c(-h["lr"], p)
+    tr = st["trace"]
+    _set(tr, u + _c(h["momentum"], p) * tr)
+    _set(p, p + (u + _c(h["momentum"], p) * tr if h["nesterov"] else tr))
+
+
+describe("LARS", lars_update,
+         grids=[(dict(lr=1.0), dict(weight_decay=[0.0, 1e-3], weight_decay_mask=[True, False],
+                                    trust_ratio_mask=[True, False], maximize=MAX)),
+                (dict(lr=0.5, weight_decay=1e-3), dict(momentum=[0.0, 0.9], nesterov=[False, True],
+                                                       trust_coefficient=[1e-3, 0.02], eps=[0.0, 1e-6]))],
+         rich=dict(lr=0.5, weight_decay=1e-3, nesterov=True, trust_coefficient=0.01, eps=1e-8),
+         second_group=dict(trust_ratio_mask=False, weight_decay_mask=False, momentum=0.5, maximize=True),
+         torch=None)
+
+
 class _Rules(Mapping):
     """Class name -> its reference update (from ALGORITHMS)."""
 

@@ -12,3 +12,5 @@
 #include "radam.h"
 #include "lion.h"
 #include "rprop.h"
+#include "lamb.h"
+#include "lars.h"

@@ -4,8 +4,13 @@ C rule (``_kernel``, csrc/rules/<name>.h), hyperparameters and defaults (the
 formulas are in the rule files and docs/algorithms.md."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
+
 from .. import _checks
 from .base import Optimizer
+from .groups import split_params
 
 
 class SGD(Optimizer):
@@ -164,3 +169,114 @@ class Rprop(Optimizer):
             raise ValueError(f"etas: expected 0 < etaminus < 1 < etaplus, got {g['etas']!r}")
         if "step_sizes" in g and not g["step_sizes"][0] <= g["step_sizes"][1]:
             raise ValueError(f"step_sizes: expected step_size_min <= step_size_max, got {g['step_sizes']!r}")
+
+
+# ---- per-param masks (optax's `mask` arguments) ----
+
+def _is_per_param(value):
+    return callable(value) or isinstance(value, (list, tuple, Mapping, np.ndarray))
+
+
+def _group_mask(name, value):
+    """A group's mask: True or False (None: True, optax's "no mask")."""
+    if value is None:
+        return True
+    if _is_per_param(value):
+        raise TypeError(f"{name}: a per-param mask (a callable or one True/False per param) is taken "
+                        f"by the constructor only; a group's {name} is True or False")
+    return _checks.flag(name, value)
+
+
+def _mask_flags(name, mask, params):
+    """One bool per array of ``params`` (a list or dict) from a per-param mask: a
+    callable of ``params`` returning such a container, or the container itself."""
+    arrays, names = split_params(params, "params")
+    value = mask(params) if callable(mask) else mask
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if names is None:
+        if not isinstance(value, (list, tuple)) or len(value) != len(arrays):
+            raise TypeError(f"{name}: expected a list of {len(arrays)} True/False (one per param), "
+                            f"got {value!r}")
+        return [_checks.flag(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    if not isinstance(value, Mapping) or set(value) != set(names):
+        raise TypeError(f"{name}: expected a dict of True/False with the params' keys "
+                        f"{sorted(names)}, got {value!r}")
+    return [_checks.flag(f"{name}[{k!r}]", value[k]) for k in names]
+
+
+def _split_by_masks(params, masks):
+    """``params`` as param groups whose masks are plain bools: a group with a
+    per-param mask (its own, or the constructor's from ``masks``) becomes one
+    group per run of consecutive params with equal masks, in order, so grads
+    keep their order. A list or dict mask at the constructor needs flat params
+    (with groups, give each group its own, or pass a callable)."""
+    is_groups = isinstance(params, (list, tuple)) and params and all(isinstance(g, Mapping) for g in params)
+    if is_groups:
+        for name, value in masks.items():
+            if _is_per_param(value) and not callable(value):
+                raise TypeError(f"{name}: with param groups, give each group its own {name} "
+                                f"(or pass a callable of a group's params)")
+    groups = [dict(g) for g in params] if is_groups else [{"params": params}]
+    out = []
+    for group in groups:
+        per = {name: _mask_flags(name, group.get(name, value), group["params"])
+               for name, value in masks.items() if _is_per_param(group.get(name, value))}
+        if not per:
+            out.append(group)
+            continue
+        arrays, names = split_params(group["params"], "params")
+        start = 0
+        for i in range(1, len(arrays) + 1):
+            if i < len(arrays) and all(flags[i] == flags[start] for flags in per.values()):
+                continue
+            run = arrays[start:i] if names is None else dict(zip(names[start:i], arrays[start:i]))
+            out.append({**group, "params": run, **{name: flags[start] for name, flags in per.items()}})
+            start = i
+    return out
+
+
+class LAMB(Optimizer):
+    """LAMB (optax.lamb): Adam's direction plus weight decay, scaled per tensor
+    by the trust ratio ‖θ‖/‖u‖ (both norms computed inside the one C call).
+    optax's ``learning_rate`` is ``lr`` here. ``mask``: which params get weight
+    decay — True/False per group, or at construction a callable of the params
+    (list or dict) returning one bool per param, or such a list/dict (params
+    then split into groups of consecutive params with equal masks).
+    State: ``mu``, ``nu``."""
+    _kernel = "lamb"
+    elementwise = False   # the trust ratio needs whole tensors: ZeRO-1 cannot shard it
+    _checks = {"b1": lambda n, v: _checks.real(n, v, 0.0, 1.0, hi_open=True),
+               "b2": lambda n, v: _checks.real(n, v, 0.0, 1.0, hi_open=True),
+               "eps_root": lambda n, v: _checks.real(n, v, lo=0.0),
+               "mask": _group_mask}
+
+    def __init__(self, params, lr=1e-3, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, weight_decay=0.0,
+                 mask=None, maximize=False, **options):
+        params = _split_by_masks(params, {"mask": mask})
+        if _is_per_param(mask):
+            mask = None
+        super().__init__(params, locals(), **options)
+
+
+class LARS(Optimizer):
+    """LARS (optax.lars): the grad plus weight decay, scaled per tensor by the
+    trust ratio trust_coefficient·‖θ‖/(‖u‖ + eps), times −lr, then momentum
+    (a trace of the scaled steps). optax's ``learning_rate`` is ``lr`` here.
+    ``weight_decay_mask`` and ``trust_ratio_mask`` take what LAMB's ``mask``
+    takes (False on biases and norms is the usual choice). State: ``trace``."""
+    _kernel = "lars"
+    elementwise = False   # the trust ratio needs whole tensors: ZeRO-1 cannot shard it
+    _checks = {"eps": lambda n, v: _checks.real(n, v, lo=0.0),
+               "trust_coefficient": lambda n, v: _checks.real(n, v, lo=0.0, lo_open=True),
+               "weight_decay_mask": _group_mask, "trust_ratio_mask": _group_mask}
+
+    def __init__(self, params, lr=1.0, weight_decay=0.0, weight_decay_mask=True, trust_coefficient=0.001,
+                 eps=0.0, trust_ratio_mask=True, momentum=0.9, nesterov=False, maximize=False, **options):
+        params = _split_by_masks(params, {"weight_decay_mask": weight_decay_mask,
+                                          "trust_ratio_mask": trust_ratio_mask})
+        if _is_per_param(weight_decay_mask):
+            weight_decay_mask = True
+        if _is_per_param(trust_ratio_mask):
+            trust_ratio_mask = True
+        super().__init__(params, locals(), **options)
