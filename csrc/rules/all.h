@@ -12,3 +12,6 @@
 #include "radam.h"
 #include "lion.h"
 #include "rprop.h"
+#include "asgd.h"
+#include "sgd_schedule_free.h"
+#include "adamw_schedule_free.h"
