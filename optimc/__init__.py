@@ -36,6 +36,7 @@ from . import optimizers
 from .optimizers import ALL, Optimizer, ParamGroup
 from .toolkit import EMA, SWA, clip_grad_norm, clip_grad_value, grad_norm
 from .accumulate import MultiSteps
+from .lookahead import Lookahead
 from .checkpoint import load, save
 from .config import get_num_threads, set_num_threads, set_simd, show_config
 from . import problems, schedules
@@ -46,6 +47,6 @@ globals().update({cls.__name__: cls for cls in ALL})   # optimc.Adam, ... for ev
 
 __all__ = [cls.__name__ for cls in ALL] + [
     "Optimizer", "ParamGroup", "ALL",
-    "clip_grad_norm", "clip_grad_value", "grad_norm", "EMA", "SWA", "MultiSteps", "save", "load",
+    "clip_grad_norm", "clip_grad_value", "grad_norm", "EMA", "SWA", "MultiSteps", "Lookahead", "save", "load",
     "show_config", "set_num_threads", "get_num_threads", "set_simd", "schedules", "problems",
 ]
