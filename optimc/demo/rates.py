@@ -34,6 +34,9 @@ _ROWS: Dict[str, Tuple[float, ...]] = {
     "RAdam":      (3e-3,       0.3,    0.3,       3e-3,            0.1),
     "Lion":       (3e-3,       3e-3,   3e-3,      1e-3,            3e-3),
     "Rprop":      (3e-2,       1e-5,   0.3,       0.3,             1.0),
+    "ASGD":       (1e-3,       1.0,    0.1,       0.3,             1.0),
+    "SGDScheduleFree": (3e-3,  1.0,    1.0,       1.0,             3.0),
+    "AdamWScheduleFree": (0.1, 1.0,    0.1,       1e-2,            0.3),
 }
 
 #: problem name -> {optimizer class name: learning rate}
