@@ -46,15 +46,21 @@ static void SFX(adamw_schedule_free_prepare)(const adamw_schedule_free_hyper *h,
     c->first = x->step == 1;   /* z starts at the param, at the first step (as the package) */
 }
 
+/* `first` is a constant in each of the kernel's two loops (z is not read on the first step) */
 static inline void SFX(adamw_schedule_free_update)(const SFX(adamw_schedule_free_coef) *c, T *p, T g,
-                                                   T *z, T *exp_avg_sq)
+                                                   T *z, T *exp_avg_sq, int first)
 {
     T y = *p;   /* read once, written once */
-    T zi = c->first ? y : *z;
-    g = SFX(grad_in)(&c->pre, g, &y);
+    T zi = first ? y : *z;
+    /* grad_in without its weight decay branches (none here): fewer branches, so the loop vectorizes */
+    g = g * c->pre.grad_scale;
+    if (c->pre.has_clip) {
+        g = g > c->pre.clip ? c->pre.clip : g;
+        g = g < -c->pre.clip ? -c->pre.clip : g;
+    }
     T v = *exp_avg_sq * c->beta2 + c->one_minus_beta2 * g * g;   /* torch's addcmul order */
     T u = g / (SQRT(v / c->bias_correction2) + c->eps);
-    if (c->has_decay) u = u + c->decay * y;
+    u = c->has_decay ? u + c->decay * y : u;   /* a select, so that the loop vectorizes */
     y = SFX(lerp)(y, zi, c->ckp1, c->one_minus_ckp1);
     y = y + c->y_step * u;
     *z = zi - c->lr * u;
@@ -66,7 +72,9 @@ static void SFX(adamw_schedule_free_kernel)(const optimc_tensor *x, size_t lo, s
 {
     const SFX(adamw_schedule_free_coef) c = *(const SFX(adamw_schedule_free_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    for (size_t i = lo; i < hi; i++)
-        SFX(adamw_schedule_free_update)(&c, &p[i], g[i], &s0[i], &s1[i]);
+    if (c.first)
+        for (size_t i = lo; i < hi; i++) SFX(adamw_schedule_free_update)(&c, &p[i], g[i], &s0[i], &s1[i], 1);
+    else
+        for (size_t i = lo; i < hi; i++) SFX(adamw_schedule_free_update)(&c, &p[i], g[i], &s0[i], &s1[i], 0);
 }
 #endif

@@ -63,10 +63,12 @@ static void SFX(sgd_schedule_free_prepare)(const sgd_schedule_free_hyper *h, opt
     c->first = x->step == 1;   /* z starts at the param, at the first step (as the package) */
 }
 
-static inline void SFX(sgd_schedule_free_update)(const SFX(sgd_schedule_free_coef) *c, T *p, T g, T *z)
+/* `first` is a constant in each of the kernel's two loops (z is not read on the first step) */
+static inline void SFX(sgd_schedule_free_update)(const SFX(sgd_schedule_free_coef) *c, T *p, T g, T *z,
+                                                 int first)
 {
     T y = *p;   /* read once, written once */
-    T zi = c->first ? y : *z;
+    T zi = first ? y : *z;
     g = SFX(grad_in)(&c->pre, g, &y);
     y = SFX(lerp)(y, zi, c->ckp1, c->one_minus_ckp1);
     y = y + c->y_step * g;
@@ -78,6 +80,9 @@ static void SFX(sgd_schedule_free_kernel)(const optimc_tensor *x, size_t lo, siz
 {
     const SFX(sgd_schedule_free_coef) c = *(const SFX(sgd_schedule_free_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    for (size_t i = lo; i < hi; i++) SFX(sgd_schedule_free_update)(&c, &p[i], g[i], &s0[i]);
+    if (c.first)
+        for (size_t i = lo; i < hi; i++) SFX(sgd_schedule_free_update)(&c, &p[i], g[i], &s0[i], 1);
+    else
+        for (size_t i = lo; i < hi; i++) SFX(sgd_schedule_free_update)(&c, &p[i], g[i], &s0[i], 0);
 }
 #endif
