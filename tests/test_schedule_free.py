@@ -155,6 +155,7 @@ def test_eval_moves_to_x_and_train_back_to_y(stepped):
     y = [p.copy() for p in _flat(opt)]
     assert opt.train_mode is True
     assert opt.eval() is opt and opt.train_mode is False
+    assert repr(opt).endswith("maximize=False, eval mode; 3 params (float64, 23 elements), step 5)")
     x = [p.copy() for p in _flat(opt)]
     assert any(not np.array_equal(a, b) for a, b in zip(x, y) if a.size)
     opt.eval()                                  # a second eval() changes nothing

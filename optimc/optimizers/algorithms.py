@@ -4,6 +4,10 @@ C rule (``_kernel``, csrc/rules/<name>.h), hyperparameters and defaults (the
 formulas are in the rule files and docs/algorithms.md."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
+
 from .. import _checks, _core
 from .base import Optimizer
 
@@ -251,6 +255,9 @@ class _ScheduleFreeMode:
         self._switch(False)
         return self
 
+    def _options(self):
+        return super()._options() + ([] if self._train_mode else ["eval mode"])   # shown by repr
+
     @property
     def train_mode(self):
         """True while the params hold y (train mode), False while they hold x."""
@@ -272,15 +279,16 @@ class _ScheduleFreeMode:
     def load_state_dict(self, state_dict):
         """As ``Optimizer.load_state_dict``; also takes the saved mode. The params
         are not touched: restore them from the same moment as the state."""
-        mode = state_dict.get(self._mode_key) if isinstance(state_dict, dict) else None
-        if not isinstance(mode, bool):
-            if isinstance(state_dict, dict) and self._mode_key not in state_dict:
-                raise ValueError(f"state_dict[{self._mode_key!r}]: missing (whether the params hold "
-                                 f"the training point y or the average x)")
-            if isinstance(state_dict, dict):
-                raise TypeError(f"state_dict[{self._mode_key!r}]: expected True or False, got {mode!r}")
+        if not isinstance(state_dict, Mapping) or state_dict.get("optimizer") != type(self).__name__:
+            return super().load_state_dict(state_dict)      # raises: not this optimizer's state dict
+        if self._mode_key not in state_dict:
+            raise ValueError(f"state_dict[{self._mode_key!r}]: missing (whether the params hold "
+                             f"the training point y or the average x)")
+        mode = state_dict[self._mode_key]
+        if not isinstance(mode, (bool, np.bool_)):
+            raise TypeError(f"state_dict[{self._mode_key!r}]: expected True or False, got {mode!r}")
         super().load_state_dict(state_dict)
-        object.__setattr__(self, "_train_mode", mode)
+        object.__setattr__(self, "_train_mode", bool(mode))
 
 
 class SGDScheduleFree(_ScheduleFreeMode, Optimizer):
