@@ -173,7 +173,7 @@ class Rprop(Optimizer):
 class ASGD(Optimizer):
     """Averaged SGD (torch.optim.ASGD's formulas): SGD with a decaying step size
     η_t and a running average ``ax`` of the iterates, kept from step t0 on
-    (before it, ``ax`` is the param itself). State: ``ax``, scalars ``eta``
+    (before it, ``ax`` is a copy of the latest iterate). State: ``ax``, scalars ``eta``
     and ``mu`` (the next step's step size and averaging weight).
     :attr:`averaged` gives the averaged params."""
     _kernel = "asgd"
@@ -191,11 +191,11 @@ class ASGD(Optimizer):
         buffers in param order (a dict for named params): copy them to
         evaluate or keep the average. A param that has not stepped yet has no
         average; its entry is the param itself."""
-        views = []
-        for key, p in zip(self.state, (p for g in self.param_groups for p in g["params"])):
-            st = self.state[key]
-            views.append(st["ax"] if st["step"] > 0 else p)
-        return dict(zip(self.state, views)) if self._names is not None else views
+        keys = list(self.state)   # param names, or indices
+        params = [p for g in self.param_groups for p in g["params"]]
+        views = [st["ax"] if st["step"] > 0 else p for st, p in zip((self.state[k] for k in keys), params)]
+        named = any("param_names" in g for g in self.param_groups)
+        return dict(zip(keys, views)) if named else views
 
 
 def _warmup_steps(name, value):
