@@ -550,6 +550,101 @@ describe("LARS", lars_update,
          torch=None)
 
 
+
+def asgd_update(p, g, st, h):
+    """torch ASGD: eta, mu from the previous step (eta = lr, mu = 1 at t = 1);
+    p <- p(1 - lambd*eta); p <- p - eta*g; ax <- p if mu = 1 else ax + (p - ax)*mu;
+    then eta = lr/(1 + lambd*lr*t)^alpha, mu = 1/max(1, t - t0)"""
+    if "ax" not in st:
+        st["ax"] = np.zeros_like(p)
+        st["eta"] = h["lr"]
+        st["mu"] = 1.0
+    t = float(st["step"])
+    g = _prologue(p, g, h, decoupled=False)
+    eta, mu = st["eta"], st["mu"]
+    _set(p, p * _c(1 - h["lambd"] * eta, p))
+    _set(p, _add(p, g, -eta))
+    ax = st["ax"]
+    if mu != 1:
+        _set(ax, ax + (p - ax) * _c(mu, p))
+    else:
+        _set(ax, p)
+    st["eta"] = h["lr"] / ((1 + h["lambd"] * h["lr"] * t) ** h["alpha"])
+    st["mu"] = 1 / max(1, t - h["t0"])
+
+
+# t0 = 20 (or 5): averaging starts within the suites' 100 steps
+describe("ASGD", asgd_update,
+         grids=[(dict(lr=0.01), dict(t0=[1e6, 20.0], weight_decay=WD, maximize=MAX)),
+                (dict(lr=0.05, t0=5.0), dict(lambd=[1e-4, 0.1], alpha=[0.75, 0.5]))],
+         rich=dict(lr=0.05, lambd=0.05, alpha=0.6, t0=5.0, weight_decay=0.05),
+         second_group=dict(t0=1e6, lambd=1e-3, maximize=True))
+
+
+def _schedule_free_weight(st, h):
+    """The schedulefree package's per-group running scalars, kept per param:
+    returns (scheduled lr, c = w/sum(w))."""
+    k = st["step"] - 1
+    sched = (k + 1) / h["warmup_steps"] if k < h["warmup_steps"] else 1.0
+    lr = h["lr"] * sched
+    st["lr_max"] = lr_max = max(lr, st["lr_max"])
+    weight = ((k + 1) ** h["r"]) * (lr_max ** h["weight_lr_power"])
+    st["weight_sum"] = weight_sum = st["weight_sum"] + weight
+    return lr, (weight / weight_sum if weight_sum != 0 else 0.0)
+
+
+def sgd_schedule_free_update(p, g, st, h):
+    """z = p at t = 1; g <- -g (maximize); g <- g + wd*y; y <- lerp(y, z, c);
+    y <- y + lr*(momentum*(1-c) - 1)*g; z <- z - lr*g"""
+    if "z" not in st:
+        st["z"] = np.array(p, copy=True)
+        st["lr_max"], st["weight_sum"] = -1.0, 0.0
+    lr, ckp1 = _schedule_free_weight(st, h)
+    g = _prologue(p, g, h, decoupled=False)
+    z = st["z"]
+    _set(p, _lerp(p, z, ckp1))
+    _set(p, _add(p, g, lr * (h["momentum"] * (1 - ckp1) - 1)))
+    _set(z, _add(z, g, -lr))
+
+
+describe("SGDScheduleFree", sgd_schedule_free_update,
+         grids=[(dict(lr=0.05), dict(weight_decay=WD, maximize=MAX, warmup_steps=[0, 10])),
+                (dict(lr=0.05, warmup_steps=5), dict(momentum=[0.9, 0.5], r=[0.0, 1.5],
+                                                     weight_lr_power=[2, 0.0]))],
+         rich=dict(lr=0.05, momentum=0.8, weight_decay=0.05, warmup_steps=10, r=0.5),
+         second_group=dict(momentum=0.5, warmup_steps=3, maximize=True),
+         torch=None)
+
+
+def adamw_schedule_free_update(p, g, st, h):
+    """z = p at t = 1; g <- -g (maximize); v <- b2*v + (1-b2)*g^2;
+    u = g/(sqrt(v/(1-b2^t)) + eps) + wd*y; y <- lerp(y, z, c);
+    y <- y + lr*(b1*(1-c) - 1)*u; z <- z - lr*u"""
+    if "z" not in st:
+        st["z"] = np.array(p, copy=True)
+        st["exp_avg_sq"] = np.zeros_like(p)
+        st["lr_max"], st["weight_sum"] = -1.0, 0.0
+    lr, ckp1 = _schedule_free_weight(st, h)
+    g = -g if h["maximize"] else g
+    b1, b2 = h["betas"]
+    v, z = st["exp_avg_sq"], st["z"]
+    _set(v, _addcmul(v * _c(b2, v), g, g, 1 - b2))
+    u = g / (np.sqrt(v / _c(1 - b2 ** st["step"], v)) + _c(h["eps"], v))
+    if h["weight_decay"] != 0:
+        u = _add(u, p, h["weight_decay"])
+    _set(p, _lerp(p, z, ckp1))
+    _set(p, _add(p, u, lr * (b1 * (1 - ckp1) - 1)))
+    _set(z, _add(z, u, -lr))
+
+
+describe("AdamWScheduleFree", adamw_schedule_free_update,
+         grids=[(dict(lr=0.01), dict(weight_decay=WD, maximize=MAX, warmup_steps=[0, 10])),
+                (dict(lr=0.01, warmup_steps=5), dict(betas=[(0.9, 0.999), (0.5, 0.9)], r=[0.0, 1.5],
+                                                     weight_lr_power=[2.0, 0.0], eps=[1e-8, 1e-3]))],
+         rich=dict(lr=0.01, betas=(0.8, 0.95), weight_decay=0.05, warmup_steps=10, r=0.5),
+         second_group=dict(betas=(0.5, 0.9), warmup_steps=3, maximize=True),
+         torch=None)
+
 class _Rules(Mapping):
     """Class name -> its reference update (from ALGORITHMS)."""
 

@@ -14,3 +14,6 @@
 #include "rprop.h"
 #include "lamb.h"
 #include "lars.h"
+#include "asgd.h"
+#include "sgd_schedule_free.h"
+#include "adamw_schedule_free.h"

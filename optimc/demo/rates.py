@@ -36,6 +36,9 @@ _ROWS: Dict[str, Tuple[float, ...]] = {
     "Rprop":      (3e-2,       1e-5,   0.3,       0.3,             1.0),
     "LAMB":       (3e-2,       3e-3,   3e-3,      3e-3,            3e-3),
     "LARS":       (1.0,        1.0,    0.3,       1.0,             1.0),
+    "ASGD":       (1e-3,       1.0,    0.1,       0.3,             1.0),
+    "SGDScheduleFree": (3e-3,  1.0,    1.0,       1.0,             3.0),
+    "AdamWScheduleFree": (0.1, 1.0,    0.1,       1e-2,            0.3),
 }
 
 #: problem name -> {optimizer class name: learning rate}
