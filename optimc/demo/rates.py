@@ -34,6 +34,8 @@ _ROWS: Dict[str, Tuple[float, ...]] = {
     "RAdam":      (3e-3,       0.3,    0.3,       3e-3,            0.1),
     "Lion":       (3e-3,       3e-3,   3e-3,      1e-3,            3e-3),
     "Rprop":      (3e-2,       1e-5,   0.3,       0.3,             1.0),
+    "SparseAdam": (0.1,        0.3,    0.1,       3e-3,            3e-2),
+    "RowWiseAdagrad": (1.0,    1.0,    1.0,       0.1,             3.0),
 }
 
 #: problem name -> {optimizer class name: learning rate}
