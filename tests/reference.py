@@ -645,6 +645,62 @@ describe("AdamWScheduleFree", adamw_schedule_free_update,
          second_group=dict(betas=(0.5, 0.9), warmup_steps=3, maximize=True),
          torch=None)
 
+def sparse_adam_update(p, g, st, h):
+    """Every row given once (a dense grad), torch.optim.SparseAdam's order:
+    dm = (g-m)(1-b1); m <- m+dm; dv = (g*g-v)(1-b2); v <- v+dv;
+    p <- p - lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v)+eps)"""
+    if "exp_avg" not in st:
+        st["exp_avg"] = np.zeros_like(p)
+        st["exp_avg_sq"] = np.zeros_like(p)
+    t = st["step"]
+    b1, b2 = h["betas"]
+    g = _prologue(p, g, h, decoupled=False)
+    m, v = st["exp_avg"], st["exp_avg_sq"]
+    dm = (g - m) * _c(1 - b1, p)
+    dv = (g * g - v) * _c(1 - b2, p)
+    numer = dm + m
+    denom = np.sqrt(dv + v) + _c(h["eps"], p)
+    _set(m, m + dm)
+    _set(v, v + dv)
+    step_size = h["lr"] * (1 - b2 ** t) ** 0.5 / (1 - b1 ** t)
+    _set(p, p + _c(-step_size, p) * (numer / denom))
+
+
+describe("SparseAdam", sparse_adam_update,
+         grids=[(dict(lr=0.01), dict(maximize=MAX, weight_decay=WD)),
+                (dict(lr=0.01), dict(betas=[(0.8, 0.95), (0.5, 0.9)], eps=[1e-6]))],
+         rich=dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, maximize=True),
+         second_group=dict(betas=(0.5, 0.9), maximize=False))
+
+
+def rowwise_adagrad_update(p, g, st, h):
+    """One accumulator per row (axis 0; a 0-d param is one row): clr = lr/(1+(t-1)*lr_decay);
+    G_r <- G_r + mean_j(g_rj^2) (summed in double); p_r <- p_r - clr/(sqrt(G_r)+eps) * g_r"""
+    if "sum" not in st:
+        st["sum"] = np.full(p.shape[:1], h["initial_accumulator_value"], p.dtype)
+    if p.size == 0:
+        return
+    t = st["step"]
+    g = _prologue(p, g, h, decoupled=h["decoupled_weight_decay"])
+    rows = p.shape[0] if p.ndim else 1
+    g64 = np.asarray(g, np.float64).reshape(rows, -1)
+    mean = (g64 * g64).sum(axis=1) / g64.shape[1]
+    s = st["sum"]
+    _set(s, s + mean.astype(p.dtype).reshape(s.shape))
+    clr = h["lr"] / (1 + (t - 1) * h["lr_decay"])
+    mult = _c(clr, p) / (np.sqrt(s) + _c(h["eps"], p))
+    _set(p, p - mult.reshape(s.shape + (1,) * (p.ndim - 1)) * g)
+
+
+describe("RowWiseAdagrad", rowwise_adagrad_update,
+         grids=[(dict(lr=0.05), dict(lr_decay=[0.0, 0.05], initial_accumulator_value=[0.0, 0.1],
+                                     weight_decay=WD, maximize=MAX)),
+                (dict(lr=0.05, weight_decay=0.05), dict(decoupled_weight_decay=[True], eps=[1e-10, 1e-3]))],
+         rich=dict(lr=0.05, lr_decay=0.05, initial_accumulator_value=0.1, weight_decay=0.05),
+         second_group=dict(decoupled_weight_decay=True, eps=1e-6),
+         torch=None)
+
+
 class _Rules(Mapping):
     """Class name -> its reference update (from ALGORITHMS)."""
 

@@ -17,3 +17,5 @@
 #include "asgd.h"
 #include "sgd_schedule_free.h"
 #include "adamw_schedule_free.h"
+#include "sparse_adam.h"
+#include "rowwise_adagrad.h"

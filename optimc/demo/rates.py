@@ -39,6 +39,8 @@ _ROWS: Dict[str, Tuple[float, ...]] = {
     "ASGD":       (1e-3,       1.0,    0.1,       0.3,             1.0),
     "SGDScheduleFree": (3e-3,  1.0,    1.0,       1.0,             3.0),
     "AdamWScheduleFree": (0.1, 1.0,    0.1,       1e-2,            0.3),
+    "SparseAdam": (0.1,        0.3,    0.1,       3e-3,            3e-2),
+    "RowWiseAdagrad": (1.0,    1.0,    1.0,       0.1,             3.0),
 }
 
 #: problem name -> {optimizer class name: learning rate}
