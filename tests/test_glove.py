@@ -224,3 +224,140 @@ def test_nearest_neighbours(tiny):
         assert [s for _, s in got] == pytest.approx([sims[w] for w in want], rel=1e-12)
     with pytest.raises(KeyError, match="'zebra' is not among the 8 words"):
         G.nearest_neighbours(tiny, params, "zebra")
+
+
+# --- training with the sparse optimizers -------------------------------------------
+
+@pytest.fixture(scope="module")
+def small():
+    """The real corpus, a small model: 150 words x 8 dims."""
+    return G.GloVe(vocab_size=150, dim=8, batch_size=2048)
+
+
+def test_sparse_grads_are_what_the_optimizers_take(small):
+    params = small.init(np.float32, 0)
+    entries = small.batches(np.random.default_rng(0))[0]
+    loss, grads = small.grads(params, entries, sparse=True)
+    _, rows = small.row_grads(params, entries)
+    assert loss == small.row_grads(params, entries)[0]
+    assert set(grads) == set(small.param_names)
+    assert all(isinstance(g, optimc.SparseGrad) for g in grads.values())
+    _, dense = small.grads(params, entries, sparse=False)
+    for name, (r, v) in rows.items():
+        assert dense[name].shape == params[name].shape and dense[name].dtype == np.float32
+        untouched = np.setdiff1d(np.arange(small.vocab_size), r)
+        assert not np.any(dense[name][untouched])
+
+
+@pytest.mark.parametrize("label, cls, lr, sparse", G.OPTIMIZERS, ids=[o[0] for o in G.OPTIMIZERS])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_training_decreases_the_loss(small, label, cls, lr, sparse, dtype):
+    run = G.train(small, cls, lr, 3, sparse=sparse, dtype=dtype, seed=0, label=label)
+    assert run.error is None and run.label == label and len(run.losses) == 4
+    assert all(math.isfinite(x) for x in run.losses)
+    assert run.losses[1] < 0.5 * run.losses[0]       # the first epoch does most of the work
+    assert run.losses[3] < run.losses[1]
+    assert all(p.dtype == dtype for p in run.params.values())
+    assert run.us_per_step > 0 and run.state_bytes > 0
+    assert isinstance(run.opt, getattr(optimc, cls))
+
+
+def test_sparse_and_dense_updates_agree(small):
+    """SGD without momentum and Adagrad change only the rows with a gradient, so the
+    sparse rows and the dense tables (zeros elsewhere) train to the same vectors."""
+    for cls, lr in (("SGD", 0.01), ("Adagrad", 0.05)):
+        a = G.train(small, cls, lr, 1, sparse=True, dtype=np.float64, seed=2)
+        b = G.train(small, cls, lr, 1, sparse=False, dtype=np.float64, seed=2)
+        for name in small.param_names:
+            np.testing.assert_allclose(a.params[name], b.params[name], rtol=1e-9, atol=1e-12,
+                                       err_msg=f"{cls} {name}")
+
+
+def test_rows_outside_the_batch_are_unchanged(small):
+    entries = small.batches(np.random.default_rng(3))[0][:50]
+    for cls in ("Adagrad", "SparseAdam", "RowWiseAdagrad"):
+        params = small.init(np.float32, 0)
+        before = {k: v.copy() for k, v in params.items()}
+        opt = getattr(optimc, cls)(params, lr=0.1)
+        opt.step(small.grads(params, entries, sparse=True)[1])
+        for name, rows in (("W", small.rows), ("W_ctx", small.cols),
+                           ("b", small.rows), ("b_ctx", small.cols)):
+            outside = np.setdiff1d(np.arange(small.vocab_size), rows[entries])
+            assert outside.size > 0
+            np.testing.assert_array_equal(params[name][outside], before[name][outside],
+                                          err_msg=f"{cls} {name}")
+            assert np.any(params[name] != before[name]), f"{cls} {name}"
+
+
+def test_training_is_deterministic(small):
+    a = G.train(small, "SparseAdam", 0.01, 2, seed=5)
+    b = G.train(small, "SparseAdam", 0.01, 2, seed=5)
+    c = G.train(small, "SparseAdam", 0.01, 2, seed=6)
+    assert a.losses == b.losses
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in small.param_names)
+    assert a.losses[-1] != c.losses[-1]
+    again = G.GloVe(vocab_size=150, dim=8, batch_size=2048)      # the counts too
+    assert again.words == small.words
+    np.testing.assert_array_equal(again.x, small.x)
+
+
+# --- the main job's section --------------------------------------------------------
+
+def test_section_format(small):
+    runs = [G.train(small, cls, lr, 2, sparse, seed=0, label=label)
+            for label, cls, lr, sparse in G.OPTIMIZERS]
+    text = G.format_section(small, runs, "float32", probes=("list", "zebra", "true"), k=3)
+    lines = text.splitlines()
+    assert lines[0].startswith("glove - GloVe word vectors on Python's help topics")
+    assert f"{small.vocab_size} words x 8 dims" in lines[1]
+    best = min(r.losses[-1] for r in runs)
+    for r in runs:
+        row = next(ln for ln in lines if ln.startswith(f"  {r.label} "))
+        assert f"{r.losses[0]:.4f}" in row and f"{r.losses[-1]:.4f}" in row
+        assert row.split()[-2:][0] == "*" if r.losses[-1] == best else "*" not in row
+    winner = next(r for r in runs if r.losses[-1] == best)
+    assert f"after {winner.label}:" in text
+    near = ", ".join(w for w, _ in G.nearest_neighbours(small, winner.params, "list", 3))
+    assert f"    list       {near}" in lines
+    assert "zebra" not in text                        # a probe outside the vocabulary is left out
+    # a failed run is reported in its row, the others still show
+    broken = G.GloVeRun("Broken", "Broken", 0.1, True, 2, error="TypeError: no")
+    assert "  Broken            0.1  error: TypeError: no" in G.format_section(
+        small, runs + [broken], "float32").splitlines()
+
+
+def test_section_errors_are_reported_per_run(monkeypatch):
+    monkeypatch.setattr(G, "SECTION_SETTINGS", dict(vocab_size=60, dim=4, batch_size=4096,
+                                                    epochs=1))
+    monkeypatch.setattr(G, "OPTIMIZERS", G.OPTIMIZERS + (("Lion", "Lion", 1e-3, True),))
+    glove, runs = G.run_section(dtype=np.float64, seed=1)
+    assert [r.label for r in runs] == [o[0] for o in G.OPTIMIZERS]
+    assert all(r.error is None for r in runs[:-1])
+    assert runs[-1].error.startswith("TypeError")
+    _, only = G.run_section(1, optimizers=["SGD", "Adam"])
+    assert [r.label for r in only] == ["SGD (dense)"]
+
+
+def _run_cli(*args, cwd):
+    env = dict(os.environ, PYTHONWARNINGS="error::RuntimeWarning")
+    return subprocess.run([sys.executable, "-m", "optimc", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_main_job_section(tmp_path):
+    r = _run_cli("--problems", "glove", "--glove-epochs", "2", "--seed", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "glove - GloVe word vectors" in out and "epoch 2" in out and "epoch 3" not in out
+    for label, _, _, _ in G.OPTIMIZERS:
+        assert f"\n  {label} " in out
+    assert "nearest neighbours (cosine of W + W_ctx)" in out
+    assert "glove: 4 runs x 2 epochs in" in out
+    assert "no figure: the glove problem has none" in out
+    assert not any(tmp_path.iterdir())
+    again = _run_cli("--problems", "glove", "--glove-epochs", "2", "--seed", "1", "--no-plot",
+                     cwd=tmp_path)
+    strip = lambda s: [ln[:-10] for ln in s.splitlines() if "us/step" not in ln and " in " not in ln]
+    assert strip(again.stdout) == strip(out)[:len(strip(again.stdout))]
+    r = _run_cli("--glove-epochs", "0", cwd=tmp_path)
+    assert r.returncode == 2 and "--glove-epochs must be at least 1" in r.stderr

@@ -331,6 +331,8 @@ class GloVeRun:
     us_per_step: float = math.nan                         # median time of one opt.step
     state_bytes: int = 0
     params: Dict[str, np.ndarray] = field(default_factory=dict)
+    opt: object = None                                    # the optimizer, after training
+    error: Optional[str] = None                           # why the run failed, if it did
 
 
 def train(glove: GloVe, optimizer: str, lr: float, epochs: int, sparse: bool = True,
@@ -359,6 +361,7 @@ def train(glove: GloVe, optimizer: str, lr: float, epochs: int, sparse: bool = T
     if times:
         run.us_per_step = float(np.median(times)) / 1e3
     run.state_bytes = int(opt.state_bytes)
+    run.opt = opt
     return run
 
 
@@ -389,11 +392,18 @@ def run_section(epochs: Optional[int] = None, dtype=np.float32, seed: int = 0,
     """Build the section's GloVe problem and train every optimizer of :data:`OPTIMIZERS`
     (those whose class name is in ``optimizers``, if given). Returns ``(glove, runs)``."""
     settings = dict(SECTION_SETTINGS)
-    epochs = settings.pop("epochs") if epochs is None else epochs
+    default_epochs = settings.pop("epochs")
+    epochs = default_epochs if epochs is None else epochs
     glove = GloVe(**settings)
-    runs = [train(glove, cls, lr, epochs, sparse, dtype, seed, label)
-            for label, cls, lr, sparse in OPTIMIZERS
-            if optimizers is None or cls in optimizers]
+    runs = []
+    for label, cls, lr, sparse in OPTIMIZERS:
+        if optimizers is not None and cls not in optimizers:
+            continue
+        try:
+            runs.append(train(glove, cls, lr, epochs, sparse, dtype, seed, label))
+        except Exception as exc:  # reported in the section, the others still run
+            runs.append(GloVeRun(label, cls, lr, sparse, epochs,
+                                 error=f"{type(exc).__name__}: {exc}"))
     return glove, runs
 
 
@@ -416,9 +426,12 @@ def format_section(glove: GloVe, runs: Sequence[GloVeRun], dtype_name: str,
         shown = sorted(set(np.linspace(0, epochs, 8).round().astype(int).tolist()))
     head = "".join(f"{'epoch ' + str(e):>11}" for e in shown)
     lines.append(f"  {'optimizer':<15} {'lr':>5} {head}  {'us/step':>8}")
-    finals = [r.losses[-1] for r in runs if math.isfinite(r.losses[-1])]
+    finals = [r.losses[-1] for r in runs if r.error is None and math.isfinite(r.losses[-1])]
     best = min(finals) if finals else None
     for r in runs:
+        if r.error is not None:
+            lines.append(f"  {r.label:<15} {r.lr:>5g}  error: {r.error}")
+            continue
         cells = "".join(f"{_fmt(r.losses[e]) if e < len(r.losses) else '-':>11}" for e in shown)
         mark = " *" if r.losses[-1] == best else "  "
         us = f"{r.us_per_step:.1f}" if math.isfinite(r.us_per_step) else "-"
@@ -427,7 +440,7 @@ def format_section(glove: GloVe, runs: Sequence[GloVeRun], dtype_name: str,
                  "after the last epoch.")
     lines.append("  us/step: median time of one opt.step (SGD (dense) updates the whole tables).")
     if best is not None:
-        winner = next(r for r in runs if r.losses[-1] == best)
+        winner = next(r for r in runs if r.error is None and r.losses[-1] == best)
         lines.append(f"  nearest neighbours (cosine of W + W_ctx) after {winner.label}:")
         for word in probes:
             if word in glove.index:
