@@ -11,7 +11,7 @@ from setuptools import Extension, setup
 CFLAGS = ["-std=c11", "-O3", "-fno-math-errno", "-ffp-contract=off", "-fvisibility=hidden"]
 
 # The one list of C sources: the kernel library, then the binding.
-KERNEL_SOURCES = ["csrc/engine.c", "csrc/pool.c", "csrc/runtime.c",
+KERNEL_SOURCES = ["csrc/engine.c", "csrc/pool.c", "csrc/runtime.c", "csrc/sparse.c",
                   "csrc/kernels_baseline.c", "csrc/kernels_avx2.c", "csrc/kernels_avx512.c"]
 BINDING_SOURCES = sorted(glob.glob("csrc/binding/*.c"))
 

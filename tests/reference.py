@@ -484,6 +484,34 @@ describe("NAG", _nag_update,
          torch=("SGD", dict(nesterov=True, dampening=0.0)))
 
 
+def sparse_adam_update(p, g, st, h):
+    """Every row given once (a dense grad), torch.optim.SparseAdam's order:
+    dm = (g-m)(1-b1); m <- m+dm; dv = (g*g-v)(1-b2); v <- v+dv;
+    p <- p - lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v)+eps)"""
+    if "exp_avg" not in st:
+        st["exp_avg"] = np.zeros_like(p)
+        st["exp_avg_sq"] = np.zeros_like(p)
+    t = st["step"]
+    b1, b2 = h["betas"]
+    g = _prologue(p, g, h, decoupled=False)
+    m, v = st["exp_avg"], st["exp_avg_sq"]
+    dm = (g - m) * _c(1 - b1, p)
+    dv = (g * g - v) * _c(1 - b2, p)
+    numer = dm + m
+    denom = np.sqrt(dv + v) + _c(h["eps"], p)
+    _set(m, m + dm)
+    _set(v, v + dv)
+    step_size = h["lr"] * (1 - b2 ** t) ** 0.5 / (1 - b1 ** t)
+    _set(p, p + _c(-step_size, p) * (numer / denom))
+
+
+describe("SparseAdam", sparse_adam_update,
+         grids=[(dict(lr=0.01), dict(maximize=MAX, weight_decay=WD)),
+                (dict(lr=0.01), dict(betas=[(0.8, 0.95), (0.5, 0.9)], eps=[1e-6]))],
+         rich=dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, maximize=True),
+         second_group=dict(betas=(0.5, 0.9), maximize=False))
+
+
 class _Rules(Mapping):
     """Class name -> its reference update (from ALGORITHMS)."""
 

@@ -316,5 +316,9 @@ PyMODINIT_FUNC PyInit__core(void)
         Py_DECREF(m);
         return NULL;
     }
+    if (sparse_module_init(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     return m;
 }

@@ -12,3 +12,4 @@
 #include "radam.h"
 #include "lion.h"
 #include "rprop.h"
+#include "sparse_adam.h"

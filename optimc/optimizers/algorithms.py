@@ -164,3 +164,17 @@ class Rprop(Optimizer):
             raise ValueError(f"etas: expected 0 < etaminus < 1 < etaplus, got {g['etas']!r}")
         if "step_sizes" in g and not g["step_sizes"][0] <= g["step_sizes"][1]:
             raise ValueError(f"step_sizes: expected step_size_min <= step_size_max, got {g['step_sizes']!r}")
+
+
+class SparseAdam(Optimizer):
+    """SparseAdam (torch.optim.SparseAdam): Adam for embedding tables given
+    row-sparse grads (``optimc.SparseGrad``): moments and params change only
+    at the given rows, with one step counter per param and ε added after the
+    bias-corrected root. A dense grad counts as every row given once.
+    ``weight_decay`` (L2 at the given rows) is optimc's addition.
+    State: ``exp_avg``, ``exp_avg_sq``."""
+    _kernel = "sparse_adam"
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False,
+                 **options):
+        super().__init__(params, locals(), **options)
