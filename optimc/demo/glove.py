@@ -64,9 +64,9 @@ CORPUS = "pydoc_data.topics"
 #: (see its docstring) on the demo's section settings.
 OPTIMIZERS: Tuple[Tuple[str, str, float, bool], ...] = (
     ("Adagrad", "Adagrad", 0.05, True),
-    ("SparseAdam", "SparseAdam", 0.01, True),
+    ("SparseAdam", "SparseAdam", 0.03, True),
     ("RowWiseAdagrad", "RowWiseAdagrad", 0.1, True),
-    ("SGD (dense)", "SGD", 0.01, False),
+    ("SGD (dense)", "SGD", 0.1, False),
 )
 
 #: Words whose nearest neighbours the demo prints (all among the 300 most frequent).
@@ -76,7 +76,7 @@ PROBE_WORDS: Tuple[str, ...] = ("list", "true", "class", "exception", "two")
 LR_GRID: Tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
 
 #: The main job's GloVe section: small enough to take about a second.
-SECTION_SETTINGS = dict(vocab_size=400, dim=24, batch_size=1024, epochs=6)
+SECTION_SETTINGS = dict(vocab_size=300, dim=16, batch_size=1024, epochs=6)
 
 
 # ---------------------------------------------------------------------------
@@ -90,6 +90,7 @@ def corpus_documents() -> List[str]:
 
 
 _WORD = re.compile(r"[a-z]+")
+_DENSE_COUNTS_MAX = 1 << 24    # up to 4096 words the counts are summed in a V x V table
 
 
 def tokenize(documents: Sequence[str]) -> List[List[str]]:
@@ -147,8 +148,13 @@ def cooccurrence_counts(ids: np.ndarray, doc: np.ndarray, vocab_size: int, windo
         empty = np.empty(0, dtype=np.int64)
         return empty, empty.copy(), np.empty(0)
     keys, weights = np.concatenate(keys), np.concatenate(weights)
-    unique, inverse = np.unique(keys, return_inverse=True)
-    values = np.bincount(inverse.reshape(-1), weights=weights, minlength=unique.size)
+    if vocab_size * vocab_size <= _DENSE_COUNTS_MAX:    # a V x V table: no sort needed
+        table = np.bincount(keys, weights=weights, minlength=vocab_size * vocab_size)
+        unique = np.flatnonzero(table)
+        values = table[unique]
+    else:
+        unique, inverse = np.unique(keys, return_inverse=True)
+        values = np.bincount(inverse.reshape(-1), weights=weights, minlength=unique.size)
     return unique // vocab_size, unique % vocab_size, values
 
 
@@ -179,7 +185,7 @@ class GloVe:
     name = "glove"
     param_names = ("W", "W_ctx", "b", "b_ctx")
 
-    def __init__(self, vocab_size: int = 400, dim: int = 24, window: int = 10,
+    def __init__(self, vocab_size: int = 300, dim: int = 16, window: int = 10,
                  x_max: float = 100.0, alpha: float = 0.75, batch_size: int = 1024,
                  documents: Optional[Sequence[str]] = None):
         for what, value, lo in (("vocab_size", vocab_size, 2), ("dim", dim, 1),
@@ -273,13 +279,19 @@ class GloVe:
         return loss, {"W": (r, ctx_rows), "W_ctx": (c, w_rows), "b": (r, g), "b_ctx": (c, g.copy())}
 
     def grads(self, params, entries: np.ndarray, sparse: bool = True):
-        """``(loss, grads)`` for ``opt.step``: ``optimc.SparseGrad`` per table, or dense
-        arrays of the tables' shapes (zero outside the entries' rows)."""
+        """``(loss, grads)`` for ``opt.step``: see :meth:`step_grads`."""
         loss, rows = self.row_grads(params, entries)
+        return loss, self.step_grads(params, rows, sparse)
+
+    @staticmethod
+    def step_grads(params, rows, sparse: bool = True):
+        """The row gradients of :meth:`row_grads` as ``opt.step`` takes them: an
+        ``optimc.SparseGrad`` per table, or dense arrays of the tables' shapes (the
+        repeats summed, zero outside the rows)."""
         if sparse:
             import optimc
-            return loss, {n: optimc.SparseGrad(i, v) for n, (i, v) in rows.items()}
-        return loss, {n: dense_rows(i, v, params[n].shape) for n, (i, v) in rows.items()}
+            return {n: optimc.SparseGrad(i, v) for n, (i, v) in rows.items()}
+        return {n: dense_rows(i, v, params[n].shape) for n, (i, v) in rows.items()}
 
     def batches(self, rng: np.random.Generator) -> List[np.ndarray]:
         """One epoch: the entries shuffled by ``rng``, cut into mini-batches."""
@@ -328,7 +340,7 @@ class GloVeRun:
     sparse: bool
     epochs: int
     losses: List[float] = field(default_factory=list)   # J / N before training, then per epoch
-    us_per_step: float = math.nan                         # median time of one opt.step
+    us_per_step: float = math.nan       # median time of building the step's grads + opt.step
     state_bytes: int = 0
     params: Dict[str, np.ndarray] = field(default_factory=dict)
     opt: object = None                                    # the optimizer, after training
@@ -340,7 +352,9 @@ def train(glove: GloVe, optimizer: str, lr: float, epochs: int, sparse: bool = T
     """Train the tables from ``glove.init(dtype, seed)`` with ``optimc.<optimizer>(lr=lr)``
     for ``epochs`` passes over the shuffled entries (the order from ``seed``: every
     optimizer sees the same batches). ``sparse``: hand it ``SparseGrad`` rows, else
-    dense arrays. Records J / N before training and after every epoch."""
+    dense arrays. Records J / N before training and after every epoch, and the median
+    time of one update: turning the batch's row gradients into the optimizer's grads
+    (``SparseGrad`` objects, or dense tables) plus ``opt.step``."""
     import optimc
     cls = getattr(optimc, optimizer)
     params = glove.init(dtype, seed)
@@ -353,9 +367,9 @@ def train(glove: GloVe, optimizer: str, lr: float, epochs: int, sparse: bool = T
     with np.errstate(over="ignore", invalid="ignore"):
         for _ in range(epochs):
             for entries in glove.batches(rng):
-                _, grads = glove.grads(params, entries, sparse)
-                t0 = clock()
-                opt.step(grads)
+                _, rows = glove.row_grads(params, entries)
+                t0 = clock()     # what differs between sparse and dense: the grads' form and the step
+                opt.step(glove.step_grads(params, rows, sparse))
                 times.append(clock() - t0)
             run.losses.append(glove.loss(params))
     if times:
@@ -425,7 +439,7 @@ def format_section(glove: GloVe, runs: Sequence[GloVeRun], dtype_name: str,
     if len(shown) > 8:       # a long run: the start, then seven evenly spread epochs
         shown = sorted(set(np.linspace(0, epochs, 8).round().astype(int).tolist()))
     head = "".join(f"{'epoch ' + str(e):>11}" for e in shown)
-    lines.append(f"  {'optimizer':<15} {'lr':>5} {head}  {'us/step':>8}")
+    lines.append(f"  {'optimizer':<15} {'lr':>5} {head}  {'us/update':>9}")
     finals = [r.losses[-1] for r in runs if r.error is None and math.isfinite(r.losses[-1])]
     best = min(finals) if finals else None
     for r in runs:
@@ -435,10 +449,12 @@ def format_section(glove: GloVe, runs: Sequence[GloVeRun], dtype_name: str,
         cells = "".join(f"{_fmt(r.losses[e]) if e < len(r.losses) else '-':>11}" for e in shown)
         mark = " *" if r.losses[-1] == best else "  "
         us = f"{r.us_per_step:.1f}" if math.isfinite(r.us_per_step) else "-"
-        lines.append(f"  {r.label:<15} {r.lr:>5g} {cells}{mark}{us:>8}")
+        lines.append(f"  {r.label:<15} {r.lr:>5g} {cells}{mark}{us:>9}")
     lines.append("  loss: J / N, the weighted squared error per co-occurrence; * = the lowest "
                  "after the last epoch.")
-    lines.append("  us/step: median time of one opt.step (SGD (dense) updates the whole tables).")
+    lines.append("  us/update: median time of handing one batch's row gradients to the optimizer "
+                 "(as SparseGrad rows,\n    or scattered into dense tables for SGD (dense)) and "
+                 "its opt.step.")
     if best is not None:
         winner = next(r for r in runs if r.error is None and r.losses[-1] == best)
         lines.append(f"  nearest neighbours (cosine of W + W_ctx) after {winner.label}:")
