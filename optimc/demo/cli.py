@@ -78,8 +78,9 @@ def build_parser(prog: str = "python -m optimc") -> argparse.ArgumentParser:
     names = list(optimizer_classes())
     factories = _problems._FACTORIES
     problem_lines = "\n".join(f"  {cls.name:<16} {cls.description}" for cls in factories.values())
-    problem_lines += (f"\n  {_glove.GloVe.name:<16} GloVe word vectors on Python's help topics, "
-                      f"sparse rows; trained by {', '.join(o[0] for o in _glove.OPTIMIZERS)}")
+    problem_lines += (f"\n  {_glove.GloVe.name:<16} GloVe on Python's help topics, sparse rows; "
+                      f"{_glove.SECTION_SETTINGS['epochs']} epochs (--glove-epochs)\n  {'':<16} by "
+                      f"{', '.join(o[0] for o in _glove.OPTIMIZERS)}, if in --optimizers\n")
     parser = argparse.ArgumentParser(
         prog=prog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -186,9 +187,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m optimc",
         t_start = time.perf_counter()
         glove, glove_runs = _glove.run_section(args.glove_epochs, dtype, args.seed,
                                                args.optimizers)
-        print(f"\noptimc {optimc.__version__}: glove, {args.dtype}, seed {args.seed}"
-              if problem_list else
-              f"optimc {optimc.__version__}: glove, {args.dtype}, seed {args.seed}")
+        print(("\n" if problem_list else "")
+              + f"optimc {optimc.__version__}: glove, {args.dtype}, seed {args.seed}")
         print(_glove.format_section(glove, glove_runs, args.dtype))
         print(f"\nglove: {len(glove_runs)} runs x {args.glove_epochs} epochs in "
               f"{time.perf_counter() - t_start:.1f} s")
