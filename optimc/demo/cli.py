@@ -80,7 +80,7 @@ def build_parser(prog: str = "python -m optimc") -> argparse.ArgumentParser:
     problem_lines = "\n".join(f"  {cls.name:<16} {cls.description}" for cls in factories.values())
     problem_lines += (f"\n  {_glove.GloVe.name:<16} GloVe on Python's help topics, sparse rows; "
                       f"{_glove.SECTION_SETTINGS['epochs']} epochs (--glove-epochs)\n  {'':<16} by "
-                      f"{', '.join(o[0] for o in _glove.OPTIMIZERS)}, if in --optimizers\n")
+                      f"{', '.join(o[0] for o in _glove.OPTIMIZERS)}, if in --optimizers")
     parser = argparse.ArgumentParser(
         prog=prog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
