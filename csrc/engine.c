@@ -25,11 +25,11 @@
 #define OPTIMC_LIST(name) \
     _Static_assert((0 name##_STATE(OPTIMC_ONE)) <= OPTIMC_MAX_STATE, #name ": too many state buffers"); \
     _Static_assert((0 name##_SCALARS(OPTIMC_ONE)) <= OPTIMC_MAX_SCALARS, #name ": too many scalars"); \
-    static unsigned name##_state_mask(const optimc_hyper *hyper) \
+    static unsigned name##_state_mask(const optimc_hyper *hyper, int ndim) \
     { \
         const name##_hyper *h = (const name##_hyper *)(const void *)hyper; \
         unsigned mask = 0; int k = 0; \
-        (void)h; name##_STATE(OPTIMC_STATE_NEED) (void)k; \
+        (void)h; (void)ndim; name##_STATE(OPTIMC_STATE_NEED) (void)k; \
         return mask; \
     } \
     static double name##_state_init(const optimc_hyper *hyper, int k) \
@@ -74,18 +74,52 @@ int optimc_hyper_index(int algorithm, const char *name)
 
 static size_t dtype_size(int dtype) { return dtype == OPTIMC_FLOAT32 ? 4 : 8; }
 
+int optimc_layout_shape(optimc_layout layout, const optimc_tensor *x, size_t *dims, size_t *elements)
+{
+    int nd = x->ndim;
+    switch (layout) {
+    case optimc_layout_param:
+        for (int d = 0; d < nd; d++) dims[d] = x->dims[d];
+        *elements = x->n;
+        return nd;
+    case optimc_layout_rows:
+        *elements = nd ? x->dims[0] : 1;
+        dims[0] = *elements;
+        return nd ? 1 : 0;
+    case optimc_layout_row_factor:
+    case optimc_layout_col_factor:
+        if (nd < 2) return -1;
+        *elements = 1;
+        for (int d = 0; d < nd; d++) {
+            int reduced = d == (layout == optimc_layout_row_factor ? nd - 1 : nd - 2);
+            dims[d] = reduced ? 1 : x->dims[d];
+            *elements *= dims[d];
+        }
+        return nd;
+    }
+    return -1;
+}
+
+size_t optimc_state_elements(int algorithm, const optimc_tensor *x, int k)
+{
+    size_t dims[OPTIMC_MAX_DIMS], elements = 0;
+    if (optimc_layout_shape(optimc_algorithms[algorithm].state_layout[k], x, dims, &elements) < 0) return 0;
+    return elements;
+}
+
 void optimc_init_state(int algorithm, const optimc_hyper *h, optimc_tensor *x)
 {
     const optimc_algorithm *alg = &optimc_algorithms[algorithm];
     for (int k = 0; k < OPTIMC_MAX_STATE; k++) {
         if (!x->state[k]) continue;
         double v = alg->state_init(h, k);
+        size_t n = optimc_state_elements(algorithm, x, k);
         if (v == 0.0) {
-            memset(x->state[k], 0, x->n * dtype_size(x->dtype));
+            memset(x->state[k], 0, n * dtype_size(x->dtype));
         } else if (x->dtype == OPTIMC_FLOAT32) {
-            for (size_t i = 0; i < x->n; i++) ((float *)x->state[k])[i] = (float)v;
+            for (size_t i = 0; i < n; i++) ((float *)x->state[k])[i] = (float)v;
         } else {
-            for (size_t i = 0; i < x->n; i++) ((double *)x->state[k])[i] = v;
+            for (size_t i = 0; i < n; i++) ((double *)x->state[k])[i] = v;
         }
     }
     x->step = 0;
@@ -218,9 +252,10 @@ void optimc_step(int algorithm, const optimc_hyper *groups, optimc_tensor *tenso
         }
         job.total += x->n;
         /* param read+write, grad read, each state buffer read+write */
-        int n_state = 0;
-        for (int k = 0; k < OPTIMC_MAX_STATE; k++) n_state += x->state[k] != NULL;
-        bytes += x->n * dtype_size(x->dtype) * (size_t)(3 + 2 * n_state);
+        size_t elements = 3 * x->n;
+        for (int k = 0; k < OPTIMC_MAX_STATE; k++)
+            if (x->state[k]) elements += 2 * optimc_state_elements(algorithm, x, k);
+        bytes += elements * dtype_size(x->dtype);
     }
     int threads = optimc_get_num_threads();
     if (threads > 1 && bytes >= optimc_get_thread_threshold()) optimc_pool_run(step_task, &job, threads);

@@ -31,6 +31,7 @@ typedef enum {
 #define OPTIMC_MAX_STATE 4      /* state buffers per tensor */
 #define OPTIMC_MAX_SCALARS 4    /* per-tensor scalar state (NAdam's mu_product, ...) */
 #define OPTIMC_COEF_BYTES 192   /* per-tensor scratch for a step's constants */
+#define OPTIMC_MAX_DIMS 64      /* dimensions of a param (NumPy's own limit) */
 
 /* A step counter never exceeds this: the rules compute with t as a double,
  * exact up to 2^53, and a step that would pass it is refused. */
@@ -51,6 +52,8 @@ typedef struct {
     const void *grad;
     void *state[OPTIMC_MAX_STATE];  /* NULL where the options need no buffer */
     size_t n;                       /* number of elements */
+    int ndim;                       /* the param's shape: dims[0 .. ndim) */
+    size_t dims[OPTIMC_MAX_DIMS];
     int dtype;                      /* optimc_dtype */
     int group;                      /* index into the hyperparameter array */
     int64_t step;                   /* steps taken so far */
@@ -60,9 +63,14 @@ typedef struct {
     _Alignas(16) unsigned char coef[OPTIMC_COEF_BYTES];
 } optimc_tensor;
 
-/* The shape of a state buffer, from its param's shape. */
+/* The shape of a state buffer, from its param's shape (x->ndim, x->dims);
+ * every buffer has the param's dtype. A rule asks for the factored layouts
+ * only for params with ndim >= 2 (its `needed` expression sees `ndim`). */
 typedef enum {
-    optimc_layout_param = 0,   /* the param's shape and dtype */
+    optimc_layout_param = 0,    /* the param's shape */
+    optimc_layout_rows,         /* one element per index on axis 0: (shape[0],); () for a 0-d param */
+    optimc_layout_row_factor,   /* the last dim reduced: shape[:-1] + (1,) */
+    optimc_layout_col_factor,   /* the second-to-last dim reduced: shape[:-2] + (1, shape[-1]) */
 } optimc_layout;
 
 /* What the registry knows of one algorithm (from its rule file). */
@@ -76,8 +84,9 @@ typedef struct {
     int n_scalars;
     const char *scalar_names[OPTIMC_MAX_SCALARS];
     double scalar_init[OPTIMC_MAX_SCALARS];
-    /* The state buffers (bit k = state_names[k]) that options `h` need. */
-    unsigned (*state_mask)(const optimc_hyper *h);
+    /* The state buffers (bit k = state_names[k]) that options `h` need for
+     * a param of `ndim` dimensions. */
+    unsigned (*state_mask)(const optimc_hyper *h, int ndim);
     /* The initial value of state buffer k under options `h`. */
     double (*state_init)(const optimc_hyper *h, int k);
 } optimc_algorithm;
@@ -90,6 +99,14 @@ extern const int optimc_n_algorithms;
 int optimc_find_algorithm(const char *name);
 /* optimc_hyper_index: the field index of hyperparameter `name`, or -1. */
 int optimc_hyper_index(int algorithm, const char *name);
+
+/* optimc_layout_shape: the shape of a buffer of layout `layout` for tensor x
+ * (from x->ndim, x->dims; x->n for `param`): writes its dims to `dims` (room
+ * for OPTIMC_MAX_DIMS), its element count to *elements, and returns its ndim,
+ * or -1 when the layout does not apply (a factored layout below 2-D). */
+int optimc_layout_shape(optimc_layout layout, const optimc_tensor *x, size_t *dims, size_t *elements);
+/* optimc_state_elements: the element count of state buffer k of tensor x. */
+size_t optimc_state_elements(int algorithm, const optimc_tensor *x, int k);
 
 /* optimc_init_state: a tensor that has not stepped: step 0, scalars and the
  * state buffers present (state[k] != NULL) at their initial values. */

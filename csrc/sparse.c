@@ -209,6 +209,10 @@ static size_t state_row_stride(const optimc_algorithm *alg, int k, size_t row_le
     return row_len;
 }
 
+/* How many rows ahead the row loop prefetches, and how much of each row. */
+#define PREFETCH_AHEAD 4
+#define PREFETCH_BYTES 1024
+
 typedef struct {
     const optimc_impl *impl;
     const optimc_algorithm *alg;
@@ -228,7 +232,24 @@ static void rows_task(void *arg, int k, int n_workers)
     for (int b = 0; b < OPTIMC_MAX_STATE; b++) stride[b] = state_row_stride(job->alg, b, len) * isz;
     optimc_tensor y = *x;
     y.n = len;
+    size_t row_bytes = len * isz, lines = row_bytes < PREFETCH_BYTES ? row_bytes : PREFETCH_BYTES;
     for (size_t r = lo; r < hi; r++) {
+        if (r + PREFETCH_AHEAD < hi) {
+            /* rows are scattered over the table: ask for a later row's lines now,
+             * so that their latency overlaps this row's work */
+            size_t ahead = (size_t)s->rows[r + PREFETCH_AHEAD];
+            const char *pa = (const char *)x->param + ahead * row_bytes, *ga = s->grad[r + PREFETCH_AHEAD];
+            for (size_t o = 0; o < lines; o += 64) {
+                __builtin_prefetch(pa + o, 1, 3);
+                __builtin_prefetch(ga + o, 0, 3);
+            }
+            for (int b = 0; b < OPTIMC_MAX_STATE; b++) {
+                if (!x->state[b]) continue;
+                const char *sa = (const char *)x->state[b] + ahead * stride[b];
+                size_t n_b = stride[b] < lines ? stride[b] : lines;
+                for (size_t o = 0; o < n_b; o += 64) __builtin_prefetch(sa + o, 1, 3);
+            }
+        }
         size_t row = (size_t)s->rows[r];
         y.param = (char *)x->param + row * len * isz;
         y.grad = s->grad[r];

@@ -49,6 +49,19 @@ def test_every_c_rule_has_a_class_and_every_class_a_rule():
 
 
 @pytest.mark.parametrize("cls", optimc.ALL, ids=NAMES)
+def test_a_rule_with_shaped_state_is_not_elementwise(cls):
+    """ZeroRedundancyOptimizer steps shards of a tensor, so it trusts `elementwise`:
+    a rule that keeps per-row or factored state (a layout other than `param`)
+    makes an element's update depend on others, and its class must say so."""
+    rule = _core.algorithms()[cls._kernel]
+    assert len(rule["layouts"]) == len(rule["state"])
+    assert set(rule["layouts"]) <= {"param", "rows", "row_factor", "col_factor"}
+    if set(rule["layouts"]) != {"param"} and rule["layouts"]:
+        assert getattr(cls, "elementwise", True) is False, \
+            f"{cls.__name__}: its rule keeps {rule['layouts']} state; set elementwise = False"
+
+
+@pytest.mark.parametrize("cls", optimc.ALL, ids=NAMES)
 def test_python_fields_are_exactly_the_c_fields(cls):
     """The class's hyperparameters, split as it declares, name exactly the rule's fields."""
     params = [np.zeros(3)]

@@ -9,6 +9,11 @@ const char *dtype_name(int dtype) { return dtype == OPTIMC_FLOAT32 ? "float32" :
 size_t itemsize_of(int dtype) { return dtype == OPTIMC_FLOAT32 ? 4 : 8; }
 size_t nbytes_of(const optimc_tensor *x) { return x->n * itemsize_of(x->dtype); }
 
+size_t state_nbytes(const Engine *self, const optimc_tensor *x, int k)
+{
+    return optimc_state_elements(self->algorithm, x, k) * itemsize_of(x->dtype);
+}
+
 array_problem array_check(PyObject *o, int writeable, int *dtype)
 {
     if (!PyArray_Check(o)) return ARRAY_NOT_ARRAY;

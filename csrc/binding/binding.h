@@ -73,6 +73,8 @@ int typenum_of(int dtype);
 const char *dtype_name(int dtype);
 size_t itemsize_of(int dtype);
 size_t nbytes_of(const optimc_tensor *x);
+/* The bytes of tensor x's state buffer k (its layout's elements, x's dtype). */
+size_t state_nbytes(const Engine *self, const optimc_tensor *x, int k);
 /* "grads[3]" or "grads['W']" as a new str */
 PyObject *engine_label(Engine *self, const char *what, Py_ssize_t i);
 void engine_raise(Engine *self, PyObject *exc, const char *what, Py_ssize_t i, const char *fmt, ...);

@@ -7,10 +7,10 @@
 
 static PyObject *state_view(Engine *self, Py_ssize_t i, int k)
 {
-    PyObject *shape = self->shapes[i];
-    int nd = (int)PyTuple_GET_SIZE(shape);
-    npy_intp dims[NPY_MAXDIMS];
-    for (int d = 0; d < nd; d++) dims[d] = PyLong_AsSsize_t(PyTuple_GET_ITEM(shape, d));
+    size_t shape[OPTIMC_MAX_DIMS], elements;
+    int nd = optimc_layout_shape(self->alg->state_layout[k], &self->tensors[i], shape, &elements);
+    npy_intp dims[OPTIMC_MAX_DIMS];
+    for (int d = 0; d < nd; d++) dims[d] = (npy_intp)shape[d];
     PyArray_Descr *descr = PyArray_DescrFromType(typenum_of(self->tensors[i].dtype));
     PyObject *view = PyArray_NewFromDescr(&PyArray_Type, descr, nd, dims, NULL,
                                           self->tensors[i].state[k], NPY_ARRAY_CARRAY, NULL);
@@ -138,10 +138,11 @@ static int check_entry(Engine *self, Py_ssize_t i, PyObject *e, long long *step,
         count++;
         PyObject *a = PyDict_GetItemString(bufs, alg->state_names[k]);
         int dtype = -1;
+        size_t elements = optimc_state_elements(self->algorithm, x, k);
         if (!a || array_check(a, 0, &dtype) != ARRAY_OK || dtype != x->dtype
-            || (size_t)PyArray_SIZE((PyArrayObject *)a) != x->n) {
+            || (size_t)PyArray_SIZE((PyArrayObject *)a) != elements) {
             PyErr_Format(PyExc_ValueError, "%U['%s']: expected a C-contiguous %s array of %zu elements, got %R",
-                         lab, alg->state_names[k], dtype_name(x->dtype), x->n,
+                         lab, alg->state_names[k], dtype_name(x->dtype), elements,
                          a ? (PyObject *)Py_TYPE(a) : Py_None);
             goto done;
         }
@@ -210,7 +211,8 @@ PyObject *Engine_load(Engine *self, PyObject *args)
         memcpy(x->scalars, &scalars[i * OPTIMC_MAX_SCALARS], sizeof x->scalars);
         for (int k = 0; k < OPTIMC_MAX_STATE; k++)
             if (x->state[k])
-                memcpy(x->state[k], PyArray_DATA((PyArrayObject *)sources[i * OPTIMC_MAX_STATE + k]), nbytes_of(x));
+                memcpy(x->state[k], PyArray_DATA((PyArrayObject *)sources[i * OPTIMC_MAX_STATE + k]),
+                       state_nbytes(self, x, k));
     }
     for (Py_ssize_t gi = 0; gi < n_groups; gi++) {
         self->groups[gi] = groups[gi];

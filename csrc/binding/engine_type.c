@@ -228,8 +228,8 @@ done:
 
 int check_structure(Engine *self, Py_ssize_t gi, const optimc_hyper *h)
 {
-    unsigned need = self->alg->state_mask(h);
     for (Py_ssize_t i = 0; i < self->n_tensors; i++) {
+        unsigned need = self->alg->state_mask(h, self->tensors[i].ndim);
         if (self->tensors[i].group != gi || need == self->masks[i]) continue;
         /* the buffers are fixed when a group is added, in both directions: a
          * buffer dropped now would make the state disagree with the options */
@@ -380,7 +380,6 @@ static PyObject *Engine_add_group(Engine *self, PyObject *args)
         }
         if (PyList_Append(self->names, key) < 0) goto undo;
     }
-    unsigned mask = self->alg->state_mask(&h);
     for (Py_ssize_t j = 0; j < m; j++) {
         PyObject *o = PyList_GET_ITEM(arrays, j);
         optimc_tensor *x = &self->tensors[base + j];
@@ -395,6 +394,8 @@ static PyObject *Engine_add_group(Engine *self, PyObject *args)
         memset(x, 0, sizeof *x);
         x->param = PyArray_DATA((PyArrayObject *)o);
         x->n = (size_t)PyArray_SIZE((PyArrayObject *)o);
+        x->ndim = PyArray_NDIM((PyArrayObject *)o);
+        for (int d = 0; d < x->ndim; d++) x->dims[d] = (size_t)PyArray_DIM((PyArrayObject *)o, d);
         x->dtype = dtype;
         /* the same array twice, two views of one buffer, a view of this
          * optimizer's state: all refused, so that no memory is written twice */
@@ -407,9 +408,15 @@ static PyObject *Engine_add_group(Engine *self, PyObject *args)
         }
         self->shapes[base + j] = shape_of((PyArrayObject *)o);
         if (!self->shapes[base + j]) goto undo;
-        size_t per = (nbytes_of(x) + STATE_ALIGN - 1) / STATE_ALIGN * STATE_ALIGN;
-        if (per == 0) per = STATE_ALIGN;   /* an empty param still has (empty) buffers */
-        size_t total = per * (size_t)__builtin_popcount(mask);
+        /* one block holds the buffers, each starting on a 64-byte line */
+        unsigned mask = self->alg->state_mask(&h, x->ndim);
+        size_t per[OPTIMC_MAX_STATE] = {0}, total = 0;
+        for (int k = 0; k < OPTIMC_MAX_STATE; k++) {
+            if (!(mask & (1u << k))) continue;
+            per[k] = (state_nbytes(self, x, k) + STATE_ALIGN - 1) / STATE_ALIGN * STATE_ALIGN;
+            if (per[k] == 0) per[k] = STATE_ALIGN;   /* an empty param still has (empty) buffers */
+            total += per[k];
+        }
         void *block = NULL;
         if (total && posix_memalign(&block, STATE_ALIGN, total) != 0) {
             PyErr_NoMemory();
@@ -420,7 +427,7 @@ static PyObject *Engine_add_group(Engine *self, PyObject *args)
         char *cursor = block;
         for (int k = 0; k < OPTIMC_MAX_STATE; k++) {
             x->state[k] = (mask & (1u << k)) ? cursor : NULL;
-            if (mask & (1u << k)) cursor += per;
+            cursor += per[k];
         }
         x->group = (int)self->n_groups;
         x->grad_scale = 1.0;
@@ -693,7 +700,8 @@ static PyObject *Engine_get_state_bytes(Engine *self, void *c)
     (void)c;
     size_t total = 0;
     for (Py_ssize_t i = 0; i < self->n_tensors; i++)
-        total += nbytes_of(&self->tensors[i]) * (size_t)__builtin_popcount(self->masks[i]);
+        for (int k = 0; k < OPTIMC_MAX_STATE; k++)
+            if (self->tensors[i].state[k]) total += state_nbytes(self, &self->tensors[i], k);
     return PyLong_FromSize_t(total);
 }
 

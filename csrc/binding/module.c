@@ -218,16 +218,21 @@ static PyObject *names_tuple(const char *const *names, int n)
     return t;
 }
 
-/* algorithms() -> {name: {"fields": (...), "state": (...), "scalars": (...)}} */
+/* algorithms() -> {name: {"fields": (...), "state": (...), "layouts": (...), "scalars": (...)}} */
 static PyObject *mod_algorithms(PyObject *m, PyObject *noargs)
 {
     (void)m; (void)noargs;
+    /* optimc_layout's values, by name, in enum order */
+    static const char *layout_names[] = {"param", "rows", "row_factor", "col_factor"};
     PyObject *out = PyDict_New();
     for (int a = 0; out && a < optimc_n_algorithms; a++) {
         const optimc_algorithm *alg = &optimc_algorithms[a];
-        PyObject *d = Py_BuildValue("{s:N,s:N,s:N}",
+        const char *layouts[OPTIMC_MAX_STATE];
+        for (int k = 0; k < alg->n_state; k++) layouts[k] = layout_names[alg->state_layout[k]];
+        PyObject *d = Py_BuildValue("{s:N,s:N,s:N,s:N}",
                                     "fields", names_tuple(alg->hyper_names, alg->n_hyper),
                                     "state", names_tuple(alg->state_names, alg->n_state),
+                                    "layouts", names_tuple(layouts, alg->n_state),
                                     "scalars", names_tuple(alg->scalar_names, alg->n_scalars));
         if (!d || PyDict_SetItemString(out, alg->name, d) < 0) Py_CLEAR(out);
         Py_XDECREF(d);
@@ -285,7 +290,7 @@ static PyObject *mod_set_thread_threshold(PyObject *m, PyObject *arg)
 
 static PyMethodDef module_methods[] = {
     {"algorithms", mod_algorithms, METH_NOARGS,
-     "The C registry: {rule name: {'fields', 'state', 'scalars'}} (what each rule file declares)."},
+     "The C registry: {rule name: {'fields', 'state', 'layouts', 'scalars'}} (what each rule file declares)."},
     {"config", mod_config, METH_NOARGS, "SIMD level, threads and build flags."},
     {"zeros_like", mod_zeros_like, METH_O,
      "A zeroed, 64-byte-aligned array like the given float array, in C-allocated memory."},

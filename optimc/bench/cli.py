@@ -23,11 +23,12 @@ from .machine import cpu_times, machine_info
 from .report import (OUTPUT_FILES, fmt_ns, format_fixed, format_sweep, format_table,
                      format_threads_big, write_outputs)
 from .sections import THRESHOLD_SIZES, fixed_cost, run_case, threads_big, threshold_sweep
+from .sparse import format_sparse, mismatches as sparse_mismatches, sparse_section
 from .timing import PROFILES
 
 __all__ = ["main", "build_parser", "run", "SECTIONS"]
 
-SECTIONS = ("main", "fixed", "threads")
+SECTIONS = ("main", "fixed", "threads", "sparse")
 DEFAULT_OUT = "bench-results"
 
 
@@ -94,7 +95,8 @@ def add_selection_options(group, cases):
     group.add_argument("--sections", type=_list_arg(SECTIONS, "section"), default=list(SECTIONS),
                        metavar="LIST",
                        help="which parts to run: main (the table), fixed (per-call cost), "
-                            "threads (default: all)")
+                            "threads, sparse (an embedding table given row-sparse grads) "
+                            "(default: all)")
     group.add_argument("--threads-optimizer", type=_one_of(keys, "optimizer"),
                        default="adam" if "adam" in keys else keys[0], metavar="NAME",
                        help="the optimizer of the threads section's large step and first "
@@ -292,6 +294,13 @@ def run(args, cases, command: str) -> int:
                 print(format_sweep(s))
                 print()
 
+        sparse = None
+        if "sparse" in args.sections:
+            sparse = sparse_section(prof, torch, args.seed, quick=args.quick)
+            print(format_sparse(sparse))
+            print()
+            mismatches += sparse_mismatches(sparse)
+
         try:
             machine["loadavg_end"] = os.getloadavg()
         except OSError:  # pragma: no cover - platforms without a load average
@@ -316,7 +325,7 @@ def run(args, cases, command: str) -> int:
                           numpy_block=NUMPY_BLOCK, quick=args.quick, seed=args.seed,
                           sections=args.sections),
             results=results, fixed_cost=fixed, threads_1e7=big, threshold_sweeps=sweeps,
-            mismatches=mismatches)
+            sparse=sparse, mismatches=mismatches)
         paths = write_outputs(args.out, payload, args.plot)
         print("wrote " + ", ".join(paths) + f"  ({time.perf_counter() - t_start:.0f} s in all)")
         return 1 if mismatches else 0

@@ -112,7 +112,8 @@ static double *run(int algorithm, int level, int threads, size_t threshold)
     size_t off = 0;
     for (int t = 0; t < NT; t++) {
         x[t].param = p + off; x[t].grad = g + off; x[t].n = sizes[t]; x[t].dtype = OPTIMC_FLOAT64;
-        unsigned mask = optimc_algorithms[algorithm].state_mask(&h);
+        x[t].ndim = 1; x[t].dims[0] = sizes[t];
+        unsigned mask = optimc_algorithms[algorithm].state_mask(&h, 1);
         for (int k = 0; k < OPTIMC_MAX_STATE; k++) x[t].state[k] = (mask >> k & 1) ? s + k * total + off : NULL;
         x[t].grad_scale = 1.0;
         optimc_init_state(algorithm, &h, &x[t]);
@@ -151,9 +152,9 @@ static void test_registry(void)
     CHECK(optimc_find_algorithm("nope") == -1, "find unknown");
     CHECK(optimc_hyper_index(adam, "beta1") >= 4 && optimc_hyper_index(adam, "betas") == -1, "adam fields");
     optimc_hyper h = adam_hyper();
-    CHECK(optimc_algorithms[adam].state_mask(&h) == 3u, "adam mask");
+    CHECK(optimc_algorithms[adam].state_mask(&h, 1) == 3u, "adam mask");
     set(adam, &h, "amsgrad", 1);
-    CHECK(optimc_algorithms[adam].state_mask(&h) == 7u, "amsgrad mask");
+    CHECK(optimc_algorithms[adam].state_mask(&h, 1) == 7u, "amsgrad mask");
     /* every algorithm starts with the common fields, and names its state */
     static const char *common[] = {"lr", "weight_decay", "maximize", "decoupled_weight_decay"};
     for (int a = 0; a < optimc_n_algorithms; a++) {
@@ -187,8 +188,29 @@ static void test_grad_stats(void)
     CHECK(isnan(total) && !finite, "nan max %g finite %d", total, finite);
 }
 
+/* State-buffer layouts: the shapes a buffer takes from its param's shape. */
+static void test_layouts(void)
+{
+    optimc_tensor x;
+    memset(&x, 0, sizeof x);
+    x.ndim = 3; x.dims[0] = 2; x.dims[1] = 3; x.dims[2] = 5; x.n = 30;
+    size_t dims[OPTIMC_MAX_DIMS], n;
+    CHECK(optimc_layout_shape(optimc_layout_param, &x, dims, &n) == 3 && n == 30 && dims[2] == 5, "param layout");
+    CHECK(optimc_layout_shape(optimc_layout_rows, &x, dims, &n) == 1 && n == 2 && dims[0] == 2, "rows layout");
+    CHECK(optimc_layout_shape(optimc_layout_row_factor, &x, dims, &n) == 3 && n == 6
+          && dims[0] == 2 && dims[1] == 3 && dims[2] == 1, "row_factor layout");
+    CHECK(optimc_layout_shape(optimc_layout_col_factor, &x, dims, &n) == 3 && n == 10
+          && dims[0] == 2 && dims[1] == 1 && dims[2] == 5, "col_factor layout");
+    x.ndim = 1; x.dims[0] = 7; x.n = 7;
+    CHECK(optimc_layout_shape(optimc_layout_row_factor, &x, dims, &n) == -1, "no row factor below 2-D");
+    CHECK(optimc_layout_shape(optimc_layout_rows, &x, dims, &n) == 1 && n == 7, "rows of a vector");
+    x.ndim = 0; x.n = 1;
+    CHECK(optimc_layout_shape(optimc_layout_rows, &x, dims, &n) == 0 && n == 1, "rows of a 0-d param");
+}
+
 int main(void)
 {
+    test_layouts();
     test_registry();
     test_adam_first_step();
     test_sgd_plain();
