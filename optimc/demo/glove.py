@@ -4,8 +4,9 @@ The corpus is Python's own documentation as every CPython install carries it: th
 help topics of :mod:`pydoc_data.topics` (the text ``help("for")`` shows: the language
 reference's chapters on statements, expressions, the data model, ...), about 65,000
 words. It needs no download and no docstrings (it is data, so ``python -OO`` keeps
-it); its wording changes a little between Python versions, so the vectors, losses and
-neighbours are the same on every run of one Python version, not across versions.
+it). Everything is seeded, so a run repeats exactly on one installation; the topics'
+wording changes a little between Python versions, and with it the counts, losses and
+neighbours.
 
 The pipeline, all vectorised NumPy:
 
@@ -52,7 +53,7 @@ import numpy as np
 __all__ = [
     "CORPUS", "OPTIMIZERS", "PROBE_WORDS", "LR_GRID", "SECTION_SETTINGS",
     "corpus_documents", "tokenize", "build_vocabulary", "cooccurrence_counts",
-    "weighting", "GloVe", "GloVeRun", "train", "nearest_neighbours", "sweep_learning_rate",
+    "weighting", "GloVe", "GloVeRun", "dense_rows", "train", "nearest_neighbours", "sweep_learning_rate",
     "run_section", "format_section",
 ]
 
