@@ -224,6 +224,11 @@ void optimc_sparse_coalesce(optimc_sparse *s, int dtype);
  * the algorithm never takes them). */
 int optimc_sparse_accepts(int algorithm, const optimc_hyper *h, const char **option);
 
+/* optimc_sparse_rowwise: 1 if `algorithm` keeps per-row state (a buffer of
+ * layout rows): its kernel takes whole rows, so every step of it, dense
+ * grads included, goes through optimc_sparse_step (every row, in order). */
+int optimc_sparse_rowwise(int algorithm);
+
 /* optimc_sparse_step: optimc_step where tensors[i] with sparse[i] != NULL
  * takes its planned row-sparse grad (tensors[i].grad is ignored) and the
  * others their dense grad. The guard's norm and finiteness are measured over

@@ -203,11 +203,19 @@ static const optimc_aux *aux_of(void)
 /* How far apart consecutive rows of state buffer k are, in elements. */
 static size_t state_row_stride(const optimc_algorithm *alg, int k, size_t row_len)
 {
-    switch (alg->state_layout[k]) {
-    case optimc_layout_param: break;
-    }
-    return row_len;
+    return alg->state_layout[k] == optimc_layout_rows ? 1 : row_len;
 }
+
+/* A rule with per-row state (layout rows) updates whole rows, so it runs
+ * row by row for dense grads too (each row given once, in order). */
+static int is_rowwise(const optimc_algorithm *alg)
+{
+    for (int k = 0; k < alg->n_state; k++)
+        if (alg->state_layout[k] == optimc_layout_rows) return 1;
+    return 0;
+}
+
+int optimc_sparse_rowwise(int algorithm) { return is_rowwise(&optimc_algorithms[algorithm]); }
 
 /* How many rows ahead the row loop prefetches, and how much of each row. */
 #define PREFETCH_AHEAD 4
@@ -220,21 +228,38 @@ typedef struct {
     const optimc_sparse *s;
 } apply_job;
 
-/* Rows [n_unique·k/W, n_unique·(k+1)/W): each a range of the dense kernel. */
+/* The rows a tensor's step updates: its plan's, or (a dense grad to a
+ * row-wise rule) every row in order. */
+static size_t n_rows_of(const optimc_tensor *x, const optimc_sparse *s)
+{
+    return s ? s->n_unique : x->ndim ? x->dims[0] : 1;
+}
+
+static size_t row_len_of(const optimc_tensor *x, const optimc_sparse *s)
+{
+    size_t n = n_rows_of(x, NULL);
+    return s ? s->row_len : n ? x->n / n : 0;
+}
+
+/* Rows [n·k/W, n·(k+1)/W) of the n updated: each a range of the rule's kernel
+ * over a one-row view of the tensor. */
 static void rows_task(void *arg, int k, int n_workers)
 {
     const apply_job *job = arg;
     const optimc_tensor *x = job->x;
     const optimc_sparse *s = job->s;
-    size_t lo = s->n_unique * (size_t)k / (size_t)n_workers;
-    size_t hi = s->n_unique * (size_t)(k + 1) / (size_t)n_workers;
-    size_t isz = dtype_size(x->dtype), len = s->row_len, stride[OPTIMC_MAX_STATE];
+    size_t n = n_rows_of(x, s);
+    size_t lo = n * (size_t)k / (size_t)n_workers;
+    size_t hi = n * (size_t)(k + 1) / (size_t)n_workers;
+    size_t isz = dtype_size(x->dtype), len = row_len_of(x, s), stride[OPTIMC_MAX_STATE];
     for (int b = 0; b < OPTIMC_MAX_STATE; b++) stride[b] = state_row_stride(job->alg, b, len) * isz;
     optimc_tensor y = *x;
     y.n = len;
+    if (y.ndim) y.dims[0] = 1;   /* the view is one row */
     size_t row_bytes = len * isz, lines = row_bytes < PREFETCH_BYTES ? row_bytes : PREFETCH_BYTES;
+    const char *dense = x->grad;
     for (size_t r = lo; r < hi; r++) {
-        if (r + PREFETCH_AHEAD < hi) {
+        if (s && r + PREFETCH_AHEAD < hi) {
             /* rows are scattered over the table: ask for a later row's lines now,
              * so that their latency overlaps this row's work */
             size_t ahead = (size_t)s->rows[r + PREFETCH_AHEAD];
@@ -250,9 +275,9 @@ static void rows_task(void *arg, int k, int n_workers)
                 for (size_t o = 0; o < n_b; o += 64) __builtin_prefetch(sa + o, 1, 3);
             }
         }
-        size_t row = (size_t)s->rows[r];
+        size_t row = s ? (size_t)s->rows[r] : r;
         y.param = (char *)x->param + row * len * isz;
-        y.grad = s->grad[r];
+        y.grad = s ? s->grad[r] : dense + row * len * isz;
         for (int b = 0; b < OPTIMC_MAX_STATE; b++)
             y.state[b] = x->state[b] ? (char *)x->state[b] + row * stride[b] : NULL;
         job->impl[x->dtype].kernel(&y, 0, len);
@@ -323,7 +348,7 @@ void optimc_sparse_step(int algorithm, const optimc_hyper *groups, optimc_tensor
     }
     const optimc_algorithm *alg = &optimc_algorithms[algorithm];
     const optimc_impl *impl = impl_of(algorithm);
-    int threads = optimc_get_num_threads();
+    int threads = optimc_get_num_threads(), rowwise = is_rowwise(alg);
     size_t threshold = optimc_get_thread_threshold();
     for (size_t t = 0; t < n_tensors; t++) {
         optimc_tensor *x = &tensors[t];
@@ -335,7 +360,7 @@ void optimc_sparse_step(int algorithm, const optimc_hyper *groups, optimc_tensor
         size_t elements = s ? s->n_unique * s->row_len : x->n;
         size_t bytes = elements * dtype_size(x->dtype) * (size_t)(3 + 2 * n_state);
         apply_job job = {impl, alg, x, s};
-        optimc_task task = s ? rows_task : dense_task;
+        optimc_task task = s || rowwise ? rows_task : dense_task;
         if (threads > 1 && bytes >= threshold) optimc_pool_run(task, &job, threads);
         else task(&job, 0, 1);
     }

@@ -512,6 +512,34 @@ describe("SparseAdam", sparse_adam_update,
          second_group=dict(betas=(0.5, 0.9), maximize=False))
 
 
+def rowwise_adagrad_update(p, g, st, h):
+    """One accumulator per row (axis 0; a 0-d param is one row): clr = lr/(1+(t-1)*lr_decay);
+    G_r <- G_r + mean_j(g_rj^2) (summed in double); p_r <- p_r - clr/(sqrt(G_r)+eps) * g_r"""
+    if "sum" not in st:
+        st["sum"] = np.full(p.shape[:1], h["initial_accumulator_value"], p.dtype)
+    if p.size == 0:
+        return
+    t = st["step"]
+    g = _prologue(p, g, h, decoupled=h["decoupled_weight_decay"])
+    rows = p.shape[0] if p.ndim else 1
+    g64 = np.asarray(g, np.float64).reshape(rows, -1)
+    mean = (g64 * g64).sum(axis=1) / g64.shape[1]
+    s = st["sum"]
+    _set(s, s + mean.astype(p.dtype).reshape(s.shape))
+    clr = h["lr"] / (1 + (t - 1) * h["lr_decay"])
+    mult = _c(clr, p) / (np.sqrt(s) + _c(h["eps"], p))
+    _set(p, p - mult.reshape(s.shape + (1,) * (p.ndim - 1)) * g)
+
+
+describe("RowWiseAdagrad", rowwise_adagrad_update,
+         grids=[(dict(lr=0.05), dict(lr_decay=[0.0, 0.05], initial_accumulator_value=[0.0, 0.1],
+                                     weight_decay=WD, maximize=MAX)),
+                (dict(lr=0.05, weight_decay=0.05), dict(decoupled_weight_decay=[True], eps=[1e-10, 1e-3]))],
+         rich=dict(lr=0.05, lr_decay=0.05, initial_accumulator_value=0.1, weight_decay=0.05),
+         second_group=dict(decoupled_weight_decay=True, eps=1e-6),
+         torch=None)
+
+
 class _Rules(Mapping):
     """Class name -> its reference update (from ALGORITHMS)."""
 

@@ -148,7 +148,8 @@ void sparse_end(Engine *self)
 
 int sparse_begin(Engine *self)
 {
-    int any = 0;
+    /* a rule with per-row state runs row by row for dense grads too */
+    int any = optimc_sparse_rowwise(self->algorithm);
     self->sparse = NULL;
     for (Py_ssize_t i = 0; i < self->n_tensors && !any; i++) any = sparse_is_grad(self->held[i]);
     if (!any) return 0;

@@ -13,3 +13,4 @@
 #include "lion.h"
 #include "rprop.h"
 #include "sparse_adam.h"
+#include "rowwise_adagrad.h"

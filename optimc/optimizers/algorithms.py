@@ -178,3 +178,18 @@ class SparseAdam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False,
                  **options):
         super().__init__(params, locals(), **options)
+
+
+class RowWiseAdagrad(Optimizer):
+    """Row-wise Adagrad (torchrec's RowWiseAdagrad, FBGEMM's row-wise Adagrad):
+    one accumulator per row (axis 0), the running sum of the mean of the row's
+    squared grad, so its state is 4 or 8 bytes per row. For embedding tables,
+    with ``optimc.SparseGrad`` or dense grads; weight decay L2 or decoupled.
+    State: ``sum`` (one value per row)."""
+    _kernel = "rowwise_adagrad"
+    _structural = ("initial_accumulator_value",)
+    elementwise = False
+
+    def __init__(self, params, lr=0.01, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
+                 eps=1e-8, decoupled_weight_decay=False, maximize=False, **options):
+        super().__init__(params, locals(), **options)
