@@ -66,7 +66,7 @@ CORPUS = "pydoc_data.topics"
 OPTIMIZERS: Tuple[Tuple[str, str, float, bool], ...] = (
     ("Adagrad", "Adagrad", 0.05, True),
     ("SparseAdam", "SparseAdam", 0.03, True),
-    ("RowWiseAdagrad", "RowWiseAdagrad", 0.1, True),
+    ("RowWiseAdagrad", "RowWiseAdagrad", 0.3, True),
     ("SGD (dense)", "SGD", 0.1, False),
 )
 
@@ -427,35 +427,34 @@ def format_section(glove: GloVe, runs: Sequence[GloVeRun], dtype_name: str,
     """The section's text: J / N per epoch for every run, then the nearest neighbours of
     the probe words under the run with the lowest final loss."""
     lines = [
-        f"glove - GloVe word vectors on Python's help topics ({CORPUS}), sparse row updates",
+        f"glove - GloVe word vectors on Python's help topics ({CORPUS}), sparse rows",
         f"  {glove.n_tokens} tokens, {glove.vocab_size} words x {glove.dim} dims, window "
-        f"{glove.window}, {glove.n_entries} co-occurrences, batches of {glove.batch_size}, "
-        f"{dtype_name}",
+        f"{glove.window}, {glove.n_entries} co-occurrences; batch {glove.batch_size}, {dtype_name}",
     ]
     if not runs:
         return "\n".join(lines + ["  (none of the chosen optimizers trains GloVe: "
                                   + ", ".join(sorted({o[1] for o in OPTIMIZERS})) + ")"])
     epochs = runs[0].epochs
     shown = list(range(epochs + 1))
-    if len(shown) > 8:       # a long run: the start, then seven evenly spread epochs
-        shown = sorted(set(np.linspace(0, epochs, 8).round().astype(int).tolist()))
-    head = "".join(f"{'epoch ' + str(e):>11}" for e in shown)
-    lines.append(f"  {'optimizer':<15} {'lr':>5} {head}  {'us/update':>9}")
+    if len(shown) > 7:       # a long run: the start, then six evenly spread epochs
+        shown = sorted(set(np.linspace(0, epochs, 7).round().astype(int).tolist()))
+    head = "".join(f"{('epoch ' if k == 0 else '') + str(e):>8}" for k, e in enumerate(shown))
+    lines.append(f"  {'optimizer':<15}{'lr':>6}{head}  {'us/update':>9}")
     finals = [r.losses[-1] for r in runs if r.error is None and math.isfinite(r.losses[-1])]
     best = min(finals) if finals else None
     for r in runs:
         if r.error is not None:
-            lines.append(f"  {r.label:<15} {r.lr:>5g}  error: {r.error}")
+            lines.append(f"  {r.label:<15}{r.lr:>6g}  error: {r.error}")
             continue
-        cells = "".join(f"{_fmt(r.losses[e]) if e < len(r.losses) else '-':>11}" for e in shown)
+        cells = "".join(f"{_fmt(r.losses[e]) if e < len(r.losses) else '-':>8}" for e in shown)
         mark = " *" if r.losses[-1] == best else "  "
         us = f"{r.us_per_step:.1f}" if math.isfinite(r.us_per_step) else "-"
-        lines.append(f"  {r.label:<15} {r.lr:>5g} {cells}{mark}{us:>9}")
-    lines.append("  loss: J / N, the weighted squared error per co-occurrence; * = the lowest "
-                 "after the last epoch.")
-    lines.append("  us/update: median time of handing one batch's row gradients to the optimizer "
-                 "(as SparseGrad rows,\n    or scattered into dense tables for SGD (dense)) and "
-                 "its opt.step.")
+        lines.append(f"  {r.label:<15}{r.lr:>6g}{cells}{mark}{us:>9}")
+    lines += [
+        "  loss: J / N, the weighted squared error per co-occurrence; * = the lowest at the end.",
+        "  us/update: median time of one update: the batch's row gradients made SparseGrads",
+        "    (or scattered into dense tables, for SGD (dense)), then opt.step.",
+    ]
     if best is not None:
         winner = next(r for r in runs if r.error is None and r.losses[-1] == best)
         lines.append(f"  nearest neighbours (cosine of W + W_ctx) after {winner.label}:")
