@@ -78,13 +78,14 @@ def reference_sparse_step(name, p, state, idx, values, h):
     for k, v in sub_state.items():
         if isinstance(v, np.ndarray):
             if k not in state:   # created on the first call: the rows outside start at the initial value
-                state[k] = R_initial(name, k, p, h)
+                state[k] = initial_state(k, p, v, h)
             state[k][rows] = v
 
 
-def R_initial(name, buffer, p, h):
+def initial_state(buffer, p, sub, h):
+    """A whole buffer shaped like the row-gathered one `sub` (per element or per row)."""
     fill = h.get("initial_accumulator_value", 0.0) if buffer == "sum" else 0.0
-    return np.full_like(p, fill)
+    return np.full((p.shape[0],) + sub.shape[1:], fill, p.dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -133,6 +134,8 @@ REF_CASES = [
     ("SGD", dict(lr=0.1, weight_decay=0.05)),
     ("Adagrad", dict(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.2, maximize=True)),
     ("SparseAdam", dict(lr=0.01, weight_decay=0.05)),
+    ("RowWiseAdagrad", dict(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.2, weight_decay=0.05)),
+    ("RowWiseAdagrad", dict(lr=0.1, weight_decay=0.05, decoupled_weight_decay=True, maximize=True)),
 ]
 
 
@@ -177,11 +180,13 @@ def test_repeats_are_summed_in_the_order_given():
     assert rows.tolist() == [0, 2] and sums.ravel().tolist() == [2.0, 4.0]
 
 
-def test_a_dense_grad_to_sparse_adam_is_every_row_given():
+@pytest.mark.parametrize("name", ["SparseAdam", "RowWiseAdagrad"])
+def test_a_dense_grad_is_every_row_given(name):
     rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((6, 4)), None
+    a = rng.standard_normal((6, 4))
     b = a.copy()
-    opt_dense, opt_sparse = optimc.SparseAdam([a], lr=0.1), optimc.SparseAdam([b], lr=0.1)
+    cls = getattr(optimc, name)
+    opt_dense, opt_sparse = cls([a], lr=0.1), cls([b], lr=0.1)
     for _ in range(5):
         g = rng.standard_normal((6, 4))
         opt_dense.step([g])
@@ -189,10 +194,17 @@ def test_a_dense_grad_to_sparse_adam_is_every_row_given():
     assert np.array_equal(a, b)
 
 
+def test_row_wise_state_is_one_value_per_row():
+    table = np.zeros((1000, 64), np.float32)
+    opt = optimc.RowWiseAdagrad([table])
+    assert opt.state[0]["sum"].shape == (1000,) and opt.state_bytes == 1000 * 4
+    assert optimc.Adagrad([np.zeros((1000, 64), np.float32)]).state_bytes == 1000 * 64 * 4
+
+
 # ---------------------------------------------------------------------------
 # threads, checkpoints
 # ---------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["Adagrad", "SparseAdam"])
+@pytest.mark.parametrize("name", ["Adagrad", "SparseAdam", "RowWiseAdagrad"])
 def test_same_bits_for_any_thread_count(name):
     from optimc import _core
     rng = np.random.default_rng(1)
@@ -216,7 +228,7 @@ def test_same_bits_for_any_thread_count(name):
     assert all(np.array_equal(results[0], r) for r in results[1:])
 
 
-@pytest.mark.parametrize("name", ["Adagrad", "SparseAdam"])
+@pytest.mark.parametrize("name", ["Adagrad", "SparseAdam", "RowWiseAdagrad"])
 def test_resume_from_state_dict_and_pickle_is_bit_identical(name):
     shape = (ROWS, 3)
     data = batches(shape, np.float64, steps=20, seed=11)
