@@ -377,3 +377,24 @@ def test_optimizers_that_do_not_take_sparse_grads_say_which_do():
 def test_sparse_grad_construction_checks(args, exc, msg):
     with pytest.raises(exc, match=msg):
         SparseGrad(*args)
+
+
+def test_edge_shapes_and_index_types():
+    """Tables of scalars (GloVe's biases), tables without rows or without columns,
+    and every signed 32/64-bit index type; unsigned indices are refused."""
+    b = np.zeros(5)
+    optimc.SGD([b], lr=1.0).step([SparseGrad(np.array([1, 1, 4]), np.array([1.0, 2.0, 0.5]))])
+    assert b.tolist() == [0.0, -3.0, 0.0, 0.0, -0.5]
+    for shape in ((0, 3), (4, 0)):
+        T = np.zeros(shape)
+        opt = optimc.SparseAdam([T])
+        nnz = 0 if shape[0] == 0 else 2
+        opt.step([SparseGrad(np.zeros(nnz, np.int64), np.zeros((nnz,) + shape[1:]))])
+        assert opt.state[0]["step"] == 1
+    W = np.zeros((5, 2))
+    opt = optimc.SGD([W], lr=1.0)
+    for dt in (np.int32, np.int64, np.intc, np.longlong):
+        opt.step([SparseGrad(np.array([3], dt), np.ones((1, 2)))])
+    assert W[3].tolist() == [-4.0, -4.0] and not W[[0, 1, 2, 4]].any()
+    with pytest.raises(TypeError, match="indices: expected dtype int32 or int64"):
+        SparseGrad(np.array([1], np.uint32), np.ones((1, 2)))

@@ -20,14 +20,15 @@ static const char *index_problem(PyObject *o, int *bytes, PyObject **exc)
     *exc = PyExc_TypeError;
     if (!PyArray_Check(o)) return "expected a numpy.ndarray of int32 or int64";
     PyArrayObject *a = (PyArrayObject *)o;
-    int tn = PyArray_TYPE(a);
-    if ((tn != NPY_INT32 && tn != NPY_INT64) || !PyArray_ISNOTSWAPPED(a))
+    int size = (int)PyArray_ITEMSIZE(a);
+    /* by kind and size: int64 has two type numbers (long, long long) on some platforms */
+    if (!PyArray_ISSIGNED(a) || (size != 4 && size != 8) || !PyArray_ISNOTSWAPPED(a))
         return "expected dtype int32 or int64 in native byte order (optimc never casts silently)";
     *exc = PyExc_ValueError;
     if (PyArray_NDIM(a) != 1) return "expected a 1-D array of row numbers";
     if (!PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISALIGNED(a))
         return "must be C-contiguous and aligned; make it with np.ascontiguousarray";
-    *bytes = tn == NPY_INT32 ? 4 : 8;
+    *bytes = size;
     return NULL;
 }
 
@@ -236,8 +237,8 @@ int sparse_check_grad(Engine *self, Py_ssize_t i, PyObject *o)
         Py_XDECREF(rest);
         return -1;
     }
-    size_t row_len = (size_t)PyArray_SIZE(p) / (size_t)PyArray_DIM(p, 0);
-    if (PyArray_DIM(p, 0) == 0) row_len = 0;
+    size_t n_rows = (size_t)PyArray_DIM(p, 0);
+    size_t row_len = n_rows ? (size_t)PyArray_SIZE(p) / n_rows : 0;
     const region *r = regions_find(self, PyArray_DATA(v), (size_t)nnz * row_len * itemsize_of(x->dtype));
     if (r) {
         PyObject *lab = engine_label(self, "grads", i);
@@ -260,7 +261,7 @@ int sparse_check_grad(Engine *self, Py_ssize_t i, PyObject *o)
     s->nnz = (size_t)nnz;
     s->values = PyArray_DATA(v);
     s->row_len = row_len;
-    s->n_rows = (size_t)PyArray_DIM(p, 0);
+    s->n_rows = n_rows;
     size_t bad = 0;
     int rc = optimc_sparse_plan(s, x->dtype, &bad);
     if (rc == OPTIMC_SPARSE_NO_MEMORY) {
