@@ -169,6 +169,7 @@ def weighting(x: np.ndarray, x_max: float = 100.0, alpha: float = 0.75) -> np.nd
 
 _LOSS_SLICE = 8192      # entries per slice of the full loss
 
+
 class GloVe:
     """The GloVe objective on the corpus (or on ``documents``), with its data fixed at
     construction.
