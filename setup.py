@@ -11,9 +11,10 @@ from setuptools import Extension, setup
 CFLAGS = ["-std=c11", "-O3", "-fno-math-errno", "-ffp-contract=off", "-fvisibility=hidden"]
 
 # The one list of C sources: the kernel library, then the binding.
-KERNEL_SOURCES = ["csrc/engine.c", "csrc/pool.c", "csrc/runtime.c",
+KERNEL_SOURCES = ["csrc/engine.c", "csrc/pool.c", "csrc/runtime.c", "csrc/sparse.c",
                   "csrc/quantize.c", "csrc/lowprec.c",
-                  "csrc/kernels_baseline.c", "csrc/kernels_avx2.c", "csrc/kernels_avx512.c"]
+                  "csrc/kernels_baseline.c", "csrc/kernels_avx2.c", "csrc/kernels_avx512.c",
+                  "csrc/lbfgs.c", "csrc/muon.c"]
 BINDING_SOURCES = sorted(glob.glob("csrc/binding/*.c"))
 
 setup(

@@ -44,7 +44,8 @@
 #include "rules/all.h"
 #undef OPTIMC_LIST
 
-#define OPTIMC_LIST(name) { \
+/* One registry entry; a rule with per-tensor reductions adds its number of sums. */
+#define OPTIMC_ENTRY(name) \
     #name, \
     4 + (0 name##_HYPER(OPTIMC_ONE)), \
     { "lr", "weight_decay", "maximize", "decoupled_weight_decay", name##_HYPER(OPTIMC_NAME) }, \
@@ -53,11 +54,15 @@
     { name##_STATE(OPTIMC_STATE_KIND) }, \
     (0 name##_SCALARS(OPTIMC_ONE)), { name##_SCALARS(OPTIMC_SCALAR_NAME) }, \
     { name##_SCALARS(OPTIMC_SCALAR_INIT) }, \
-    name##_state_mask, name##_state_init },
+    name##_state_mask, name##_state_init
+#define OPTIMC_LIST(name) { OPTIMC_ENTRY(name), 0 },
+#define OPTIMC_LIST_REDUCING(name) { OPTIMC_ENTRY(name), (0 name##_SUMS(OPTIMC_ONE)) },
 const optimc_algorithm optimc_algorithms[] = {
 #include "rules/all.h"
 };
 #undef OPTIMC_LIST
+#undef OPTIMC_LIST_REDUCING
+#undef OPTIMC_ENTRY
 const int optimc_n_algorithms = (int)(sizeof optimc_algorithms / sizeof optimc_algorithms[0]);
 
 int optimc_find_algorithm(const char *name)
@@ -199,6 +204,58 @@ static void step_task(void *arg, int k, int n_workers)
     }
 }
 
+/* ---- per-tensor reductions: chunks fixed by the tensor's size ---- */
+
+static size_t reduce_chunks(size_t n)
+{
+    size_t c = (n + OPTIMC_REDUCE_MIN_CHUNK - 1) / OPTIMC_REDUCE_MIN_CHUNK;
+    return c < 1 ? 1 : (c > OPTIMC_REDUCE_CHUNKS ? OPTIMC_REDUCE_CHUNKS : c);
+}
+
+/* The first element of chunk c of n elements (c = chunks: n), on a
+ * multiple of SPLIT_ALIGN. */
+static size_t chunk_start(size_t n, size_t c, size_t chunks)
+{
+    if (c >= chunks) return n;
+    size_t at = (n / chunks * c + n % chunks * c / chunks + SPLIT_ALIGN - 1) / SPLIT_ALIGN * SPLIT_ALIGN;
+    return at < n ? at : n;
+}
+
+/* The first pass: worker k of n_workers reduces the chunks whose first
+ * element (counted over all tensors) falls in its share, each into its own
+ * x->partial[c] — so every chunk is reduced whole, by one thread. */
+static void reduce_task(void *arg, int k, int n_workers)
+{
+    const step_job *job = arg;
+    size_t lo = k == 0 ? 0 : (size_t)((double)job->total * k / n_workers);
+    size_t hi = k + 1 == n_workers ? SIZE_MAX : (size_t)((double)job->total * (k + 1) / n_workers);
+    size_t off = 0;
+    for (size_t t = 0; t < job->n_tensors; t++) {
+        optimc_tensor *x = &job->tensors[t];
+        size_t chunks = reduce_chunks(x->n);
+        for (size_t c = 0; c < chunks; c++) {
+            size_t a = chunk_start(x->n, c, chunks), b = chunk_start(x->n, c + 1, chunks);
+            if (off + a < lo || off + a >= hi) continue;
+            for (int j = 0; j < OPTIMC_MAX_SUMS; j++) x->partial[c][j] = 0.0;
+            if (a < b) job->impl[x->dtype].reduce(x, a, b, x->partial[c]);
+        }
+        off += x->n;
+    }
+}
+
+/* Each tensor's totals, added in chunk order, into its step's constants. */
+static void finish_reductions(const step_job *job, const optimc_hyper *groups)
+{
+    for (size_t t = 0; t < job->n_tensors; t++) {
+        optimc_tensor *x = &job->tensors[t];
+        double sums[OPTIMC_MAX_SUMS] = {0};
+        size_t chunks = reduce_chunks(x->n);
+        for (size_t c = 0; c < chunks; c++)
+            for (int j = 0; j < OPTIMC_MAX_SUMS; j++) sums[j] += x->partial[c][j];
+        job->impl[x->dtype].finish(&groups[x->group], x, sums);
+    }
+}
+
 /* The guard: the grads' global L2 norm and finiteness in one pass (in a
  * fixed order, so every thread count sees the same norm), then the factor
  * the grads are read with. Returns 1 if the step must be skipped. */
@@ -269,7 +326,13 @@ void optimc_step(int algorithm, const optimc_hyper *groups, optimc_tensor *tenso
         bytes += elements * dtype_size(x->dtype);
     }
     int threads = optimc_get_num_threads();
-    if (threads > 1 && bytes >= optimc_get_thread_threshold()) optimc_pool_run(step_task, &job, threads);
+    int split = threads > 1 && bytes >= optimc_get_thread_threshold();
+    if (job.impl[OPTIMC_FLOAT32].reduce) {   /* both dtypes of a rule have it or neither */
+        if (split) optimc_pool_run(reduce_task, &job, threads);
+        else reduce_task(&job, 0, 1);
+        finish_reductions(&job, groups);
+    }
+    if (split) optimc_pool_run(step_task, &job, threads);
     else step_task(&job, 0, 1);
 }
 

@@ -21,6 +21,13 @@
     static void SFX(name##_prepare_any)(const optimc_hyper *h, optimc_tensor *x) \
     { SFX(name##_prepare)((const name##_hyper *)(const void *)h, x); }
 
+/* A rule with per-tensor reductions: the same, and its finish likewise. */
+#define OPTIMC_WRAP_REDUCING(name) \
+    OPTIMC_WRAP(name) \
+    _Static_assert((0 name##_SUMS(OPTIMC_ONE)) <= OPTIMC_MAX_SUMS, #name ": too many sums"); \
+    static void SFX(name##_finish_any)(const optimc_hyper *h, optimc_tensor *x, const double *sums) \
+    { SFX(name##_finish)((const name##_hyper *)(const void *)h, x, sums); }
+
 /* ---- float ---- */
 #define T float
 #define SFX(name) name##_f32
@@ -29,10 +36,13 @@
 #include "rules/common.h"
 #include "rules/around.h"
 #include "lowprec_impl.h"
+#include "rules/reduce.h"
 #include "rules/all.h"
 #define OPTIMC_LIST OPTIMC_WRAP
+#define OPTIMC_LIST_REDUCING OPTIMC_WRAP_REDUCING
 #include "rules/all.h"   /* a second time, in OPTIMC_LIST mode: the wrappers */
 #undef OPTIMC_LIST
+#undef OPTIMC_LIST_REDUCING
 #undef T
 #undef SFX
 #undef SQRT
@@ -46,10 +56,13 @@
 #include "rules/common.h"
 #include "rules/around.h"
 #include "lowprec_impl.h"
+#include "rules/reduce.h"
 #include "rules/all.h"
 #define OPTIMC_LIST OPTIMC_WRAP
+#define OPTIMC_LIST_REDUCING OPTIMC_WRAP_REDUCING
 #include "rules/all.h"
 #undef OPTIMC_LIST
+#undef OPTIMC_LIST_REDUCING
 #undef T
 #undef SFX
 #undef SQRT
@@ -57,10 +70,14 @@
 
 #define OPTIMC_LIST(name) { { name##_prepare_any_f32, name##_kernel_f32 }, \
                             { name##_prepare_any_f64, name##_kernel_f64 } },
+#define OPTIMC_LIST_REDUCING(name) \
+    { { name##_prepare_any_f32, name##_kernel_f32, name##_reduce_f32, name##_finish_any_f32 }, \
+      { name##_prepare_any_f64, name##_kernel_f64, name##_reduce_f64, name##_finish_any_f64 } },
 const optimc_impl OPTIMC_TABLE[][2] = {
 #include "rules/all.h"
 };
 #undef OPTIMC_LIST
+#undef OPTIMC_LIST_REDUCING
 
 const optimc_aux OPTIMC_AUX = {
     { stream_f32, stream_f64 },

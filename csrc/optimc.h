@@ -31,6 +31,14 @@ typedef enum {
 #define OPTIMC_MAX_STATE 4      /* state buffers per tensor */
 #define OPTIMC_MAX_SCALARS 4    /* per-tensor scalar state (NAdam's mu_product, ...) */
 #define OPTIMC_COEF_BYTES 192   /* per-tensor scratch for a step's constants */
+/* Per-tensor reductions (rules that need norms before their update, such as
+ * LAMB's trust ratio): at most OPTIMC_MAX_SUMS sums per tensor, each summed
+ * over at most OPTIMC_REDUCE_CHUNKS chunks of at least OPTIMC_REDUCE_MIN_CHUNK
+ * elements. A tensor's chunk boundaries depend only on its size, so the sums
+ * are the same for any thread split. */
+#define OPTIMC_MAX_SUMS 4
+#define OPTIMC_REDUCE_CHUNKS 16
+#define OPTIMC_REDUCE_MIN_CHUNK 4096
 #define OPTIMC_MAX_DIMS 64      /* dimensions of a param (NumPy's own limit) */
 
 /* A step counter never exceeds this: the rules compute with t as a double,
@@ -67,6 +75,8 @@ typedef struct {
     int state_format;                       /* optimc_state_format */
     unsigned state_signed;                  /* bit k: state[k] uses the signed map */
     float *state_absmax[OPTIMC_MAX_STATE];  /* 8-bit only */
+    /* scratch of rules with per-tensor reductions: chunk c's partial sums */
+    double partial[OPTIMC_REDUCE_CHUNKS][OPTIMC_MAX_SUMS];
 } optimc_tensor;
 
 /* How a tensor's state buffers are stored. Native: the param's dtype.
@@ -112,6 +122,10 @@ typedef struct {
     unsigned (*state_mask)(const optimc_hyper *h, int ndim);
     /* The initial value of state buffer k under options `h`. */
     double (*state_init)(const optimc_hyper *h, int k);
+    /* Per-tensor sums its step computes before the update (0: none; see
+     * rules/describe.h): the step then reads params, grads and state once
+     * more than other rules do. */
+    int n_sums;
 } optimc_algorithm;
 
 /* The registry: optimc_algorithms[0 .. optimc_n_algorithms). */
@@ -159,7 +173,11 @@ typedef struct {
  * params and state in place, unless the guard skips the step. Splits the work
  * over the thread pool when the step is large enough; the result is
  * bit-identical for any thread count and any SIMD level. The caller ensures
- * no tensor's step is at OPTIMC_MAX_STEP. `report` may be NULL. */
+ * no tensor's step is at OPTIMC_MAX_STEP. `report` may be NULL.
+ * A rule with per-tensor reductions runs two passes in this one call, each
+ * split over the pool: the first accumulates each tensor's sums chunk by
+ * chunk (whole chunks per thread), then each tensor's sums are added in chunk
+ * order and turned into its step's constants, then the update pass runs. */
 void optimc_step(int algorithm, const optimc_hyper *groups, optimc_tensor *tensors,
                  size_t n_tensors, const optimc_guard *guard, optimc_step_report *report);
 
@@ -203,6 +221,65 @@ void optimc_scale_clip(optimc_buffer *bufs, size_t n_bufs, int mode, double valu
 
 /* optimc_ema: avg ← avg + weight·(param − avg), buffer by buffer. */
 void optimc_ema(optimc_buffer *avg, const optimc_buffer *params, size_t n_bufs, double weight);
+
+
+/* ---- row-sparse grads (csrc/sparse.c) ----
+ * A param with ndim >= 1 is a table of rows along axis 0 (n_rows rows of
+ * row_len elements). A row-sparse grad gives `nnz` rows: indices[k] (int32 or
+ * int64) and values[k*row_len .. (k+1)*row_len) in the param's dtype. Repeated
+ * indices are summed (coalesced) in the order they appear; the step then
+ * applies the algorithm's rule to each distinct row only. Work and memory
+ * grow with nnz, never with n_rows. */
+typedef struct {
+    /* the grad, as given */
+    const void *indices;
+    int index_bytes;            /* 4 or 8 */
+    size_t nnz;
+    const void *values;
+    size_t row_len, n_rows;
+    /* made by optimc_sparse_plan (GIL-free callers may run it anywhere) */
+    size_t n_unique;            /* distinct rows */
+    int64_t *rows;              /* [n_unique] ascending */
+    size_t *first;              /* [n_unique + 1]: row r's positions are order[first[r] .. first[r+1]) */
+    size_t *order;              /* [nnz] positions sorted by row, then by position */
+    void *sums;                 /* room for the sums of the repeated rows */
+    const void **grad;          /* [n_unique] each row's summed grad (filled by the step) */
+} optimc_sparse;
+
+/* optimc_sparse_plan: copy and check the indices (every one in [0, n_rows)),
+ * sort them (stably, so repeats are summed in position order) and allocate
+ * the O(nnz) buffers the step needs. Returns 0; OPTIMC_SPARSE_BAD_INDEX with
+ * *bad = the first offending position; OPTIMC_SPARSE_NO_MEMORY. On error
+ * nothing is left allocated. */
+#define OPTIMC_SPARSE_BAD_INDEX 1
+#define OPTIMC_SPARSE_NO_MEMORY 2
+int optimc_sparse_plan(optimc_sparse *s, int dtype, size_t *bad);
+/* optimc_sparse_free: release what optimc_sparse_plan allocated. */
+void optimc_sparse_free(optimc_sparse *s);
+/* optimc_sparse_coalesce: fill s->grad (and s->sums): each distinct row's
+ * grad, the values of its positions summed in position order. */
+void optimc_sparse_coalesce(optimc_sparse *s, int dtype);
+
+/* optimc_sparse_accepts: 1 if `algorithm` with options `h` takes row-sparse
+ * grads; otherwise 0, with *option the option that prevents it (NULL when
+ * the algorithm never takes them). */
+int optimc_sparse_accepts(int algorithm, const optimc_hyper *h, const char **option);
+
+/* optimc_sparse_rowwise: 1 if `algorithm` keeps per-row state (a buffer of
+ * layout rows): its kernel takes whole rows, so every step of it, dense
+ * grads included, goes through optimc_sparse_step (every row, in order). */
+int optimc_sparse_rowwise(int algorithm);
+
+/* optimc_sparse_step: optimc_step where tensors[i] with sparse[i] != NULL
+ * takes its planned row-sparse grad (tensors[i].grad is ignored) and the
+ * others their dense grad. The guard's norm and finiteness are measured over
+ * the dense grads and the coalesced rows; every tensor's step is incremented
+ * (an empty sparse grad included); rows not given are not read or written.
+ * Bit-identical for any thread count. The caller checked
+ * optimc_sparse_accepts. */
+void optimc_sparse_step(int algorithm, const optimc_hyper *groups, optimc_tensor *tensors,
+                        optimc_sparse *const *sparse, size_t n_tensors, const optimc_guard *guard,
+                        optimc_step_report *report);
 
 #ifdef __cplusplus
 }

@@ -34,8 +34,11 @@ except ImportError as _exc:
     raise ImportError(_core_import_error(_exc)) from _exc
 from . import optimizers
 from .optimizers import ALL, Optimizer, ParamGroup
+from .optimizers import SPECIAL, LBFGS, Muon  # outside ALL: see optimizers/__init__.py
+from .sparse import SparseGrad
 from .toolkit import EMA, SWA, clip_grad_norm, clip_grad_value, grad_norm
 from .accumulate import MultiSteps
+from .lookahead import Lookahead
 from .checkpoint import load, save
 from .config import get_num_threads, set_num_threads, set_simd, show_config
 from . import problems, schedules
@@ -45,7 +48,8 @@ __version__ = "0.1.0"
 globals().update({cls.__name__: cls for cls in ALL})   # optimc.Adam, ... for every algorithm
 
 __all__ = [cls.__name__ for cls in ALL] + [
-    "Optimizer", "ParamGroup", "ALL",
-    "clip_grad_norm", "clip_grad_value", "grad_norm", "EMA", "SWA", "MultiSteps", "save", "load",
+    "Optimizer", "ParamGroup", "ALL", "SparseGrad",
+    "clip_grad_norm", "clip_grad_value", "grad_norm", "EMA", "SWA", "MultiSteps", "Lookahead", "save", "load",
     "show_config", "set_num_threads", "get_num_threads", "set_simd", "schedules", "problems",
 ]
+__all__ += ["SPECIAL"] + [cls.__name__ for cls in SPECIAL]

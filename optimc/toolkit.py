@@ -15,6 +15,7 @@ from . import _core
 from ._checks import flag as _flag, real as _real
 from .optimizers import Optimizer
 from .optimizers.groups import split_params as _split_params
+from .sparse import SparseGrad
 
 
 def _norm_type(norm_type):
@@ -28,10 +29,24 @@ def _norm_type(norm_type):
         raise ValueError(f"norm_type: expected a number > 0 or inf, got {norm_type!r}") from None
 
 
+def _with_sparse(grads):
+    """(arrays to measure, arrays to change in place) when `grads` holds a
+    SparseGrad: its coalesced rows are measured (repeats summed, as a step
+    sees them) and its values are scaled or clamped; None without one."""
+    items = list(grads.values()) if isinstance(grads, Mapping) else grads
+    if not isinstance(items, (list, tuple)) or not any(isinstance(g, SparseGrad) for g in items):
+        return None
+    measured = [_core.coalesce(g)[1] if isinstance(g, SparseGrad) else g for g in items]
+    changed = [g.values if isinstance(g, SparseGrad) else g for g in items]
+    return measured, changed
+
+
 def grad_norm(grads, norm_type=2.0):
     """The total `norm_type`-norm of all grads together (2, 1, any p > 0, or
-    inf), computed in double in a fixed order, in one call into C."""
-    return _core.grad_norm(grads, _norm_type(norm_type))[0]
+    inf), computed in double in a fixed order, in one call into C. A
+    SparseGrad counts with its coalesced rows (repeated indices summed)."""
+    split = _with_sparse(grads)
+    return _core.grad_norm(split[0] if split else grads, _norm_type(norm_type))[0]
 
 
 def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
@@ -39,11 +54,18 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     (as ``torch.nn.utils.clip_grad_norm_``: factor max_norm / (norm + 1e-6)
     when that is below 1). Returns the total norm before clipping.
 
-    `grads` is a list/tuple/dict of float32/float64 arrays."""
+    `grads` is a list/tuple/dict of float32/float64 arrays and SparseGrads
+    (measured over their coalesced rows; their values are scaled in place)."""
     max_norm = _real("max_norm", max_norm, lo=0.0)
     error_if_nonfinite = _flag("error_if_nonfinite", error_if_nonfinite)
+    split = _with_sparse(grads)
+    if split:   # the norm over coalesced rows; the values scaled in place
+        _core.grad_norm(split[1], 2.0, True)   # writeability, before anything
+        measured, grads = split
+    else:
+        measured = grads
     # checks writeability up front: whether clipping writes depends on the values
-    total, _ = _core.grad_norm(grads, _norm_type(norm_type), True)
+    total, _ = _core.grad_norm(measured, _norm_type(norm_type), True)
     if error_if_nonfinite and not math.isfinite(total):
         raise ValueError(f"grads: the total norm is {total} (a grad holds NaN or Inf, or the norm "
                          "overflows); pass error_if_nonfinite=False to clip anyway")
@@ -54,9 +76,11 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
 
 
 def clip_grad_value(grads, clip_value):
-    """Clamp every grad element to [-clip_value, clip_value], in place."""
+    """Clamp every grad element to [-clip_value, clip_value], in place (a
+    SparseGrad's values as given, before repeats are summed)."""
     clip_value = _real("clip_value", clip_value, lo=0.0)
-    _core.scale_clip(grads, 1, clip_value)
+    split = _with_sparse(grads)
+    _core.scale_clip(split[1] if split else grads, 1, clip_value)
 
 
 class _Averager:

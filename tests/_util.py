@@ -286,6 +286,9 @@ class TorchRun:
         with torch_default_dtype(self.dtype):
             for p, g in zip(self.tparams, grads):
                 p.grad = torch.from_numpy(np.array(g, copy=True))
+                if isinstance(self.opt, torch.optim.SparseAdam):
+                    # SparseAdam takes only sparse grads: a dense grad is every row given
+                    p.grad = p.grad.to_sparse(min(1, p.grad.ndim))
             self.opt.step()
 
     def set_lr(self, lr: float):

@@ -484,6 +484,223 @@ describe("NAG", _nag_update,
          torch=("SGD", dict(nesterov=True, dampening=0.0)))
 
 
+def _norm(x):
+    """The L2 norm of a whole tensor, summed in float64."""
+    x = np.asarray(x, np.float64)
+    return float(np.sqrt(np.sum(x * x)))
+
+
+def lamb_update(p, g, st, h):
+    """optax.lamb: mu <- (1-b1)g + b1*mu; nu <- (1-b2)g^2 + b2*nu;
+    u = (mu/(1-b1^t)) / (sqrt(nu/(1-b2^t) + eps_root) + eps) + wd*p (where mask);
+    r = |p|/|u| (1 if either is 0); p <- p + (u*r)*(-lr)"""
+    if "mu" not in st:
+        st["mu"] = np.zeros_like(p)
+        st["nu"] = np.zeros_like(p)
+    g = -g if h["maximize"] else g
+    t = st["step"]
+    b1, b2 = h["b1"], h["b2"]
+    mu, nu = st["mu"], st["nu"]
+    _set(mu, _c(1 - b1, p) * g + _c(b1, p) * mu)
+    _set(nu, _c(1 - b2, p) * (g * g) + _c(b2, p) * nu)
+    u = (mu / _c(1 - b1 ** t, p)) / (np.sqrt(nu / _c(1 - b2 ** t, p) + _c(h["eps_root"], p)) + _c(h["eps"], p))
+    if h["weight_decay"] != 0 and h["mask"] in (None, True):
+        u = u + _c(h["weight_decay"], p) * p
+    pn, un = _norm(p), _norm(u)
+    ratio = 1.0 if pn == 0 or un == 0 else pn / un
+    _set(p, p + (u * _c(ratio, p)) * _c(-h["lr"], p))
+
+
+describe("LAMB", lamb_update,
+         grids=[(dict(lr=0.01), dict(weight_decay=[0.0, 0.1], mask=[None, False], maximize=MAX)),
+                (dict(lr=0.01, weight_decay=0.05), dict(b1=[0.9, 0.5], b2=[0.999, 0.9], eps=[1e-6, 1e-3],
+                                                        eps_root=[0.0, 1e-8]))],
+         rich=dict(lr=0.01, weight_decay=0.1, eps_root=1e-10, b1=0.8),
+         second_group=dict(mask=False, b2=0.99, maximize=True),
+         torch=None)
+
+
+def lars_update(p, g, st, h):
+    """optax.lars: u = g + wd*p (where weight_decay_mask); where trust_ratio_mask
+    u <- u * tc*|p|/(|u| + eps) (1 if either norm is 0); u <- u*(-lr);
+    trace <- u + momentum*trace; p <- p + (u + momentum*trace if nesterov else trace)"""
+    if "trace" not in st:
+        st["trace"] = np.zeros_like(p)
+    g = -g if h["maximize"] else g
+    u = g
+    if h["weight_decay"] != 0 and h["weight_decay_mask"]:
+        u = u + _c(h["weight_decay"], p) * p
+    if h["trust_ratio_mask"]:
+        pn, un = _norm(p), _norm(u)
+        if pn != 0 and un != 0:
+            u = u * _c(h["trust_coefficient"] * pn / (un + h["eps"]), p)
+    u = u * _c(-h["lr"], p)
+    tr = st["trace"]
+    _set(tr, u + _c(h["momentum"], p) * tr)
+    _set(p, p + (u + _c(h["momentum"], p) * tr if h["nesterov"] else tr))
+
+
+describe("LARS", lars_update,
+         grids=[(dict(lr=1.0), dict(weight_decay=[0.0, 1e-3], weight_decay_mask=[True, False],
+                                    trust_ratio_mask=[True, False], maximize=MAX)),
+                (dict(lr=0.5, weight_decay=1e-3), dict(momentum=[0.0, 0.9], nesterov=[False, True],
+                                                       trust_coefficient=[1e-3, 0.02], eps=[0.0, 1e-6]))],
+         rich=dict(lr=0.5, weight_decay=1e-3, nesterov=True, trust_coefficient=0.01, eps=1e-8),
+         second_group=dict(trust_ratio_mask=False, weight_decay_mask=False, momentum=0.5, maximize=True),
+         torch=None)
+
+
+
+def asgd_update(p, g, st, h):
+    """torch ASGD: eta, mu from the previous step (eta = lr, mu = 1 at t = 1);
+    p <- p(1 - lambd*eta); p <- p - eta*g; ax <- p if mu = 1 else ax + (p - ax)*mu;
+    then eta = lr/(1 + lambd*lr*t)^alpha, mu = 1/max(1, t - t0)"""
+    if "ax" not in st:
+        st["ax"] = np.zeros_like(p)
+        st["eta"] = h["lr"]
+        st["mu"] = 1.0
+    t = float(st["step"])
+    g = _prologue(p, g, h, decoupled=False)
+    eta, mu = st["eta"], st["mu"]
+    _set(p, p * _c(1 - h["lambd"] * eta, p))
+    _set(p, _add(p, g, -eta))
+    ax = st["ax"]
+    if mu != 1:
+        _set(ax, ax + (p - ax) * _c(mu, p))
+    else:
+        _set(ax, p)
+    st["eta"] = h["lr"] / ((1 + h["lambd"] * h["lr"] * t) ** h["alpha"])
+    st["mu"] = 1 / max(1, t - h["t0"])
+
+
+# t0 = 20 (or 5): averaging starts within the suites' 100 steps
+describe("ASGD", asgd_update,
+         grids=[(dict(lr=0.01), dict(t0=[1e6, 20.0], weight_decay=WD, maximize=MAX)),
+                (dict(lr=0.05, t0=5.0), dict(lambd=[1e-4, 0.1], alpha=[0.75, 0.5]))],
+         rich=dict(lr=0.05, lambd=0.05, alpha=0.6, t0=5.0, weight_decay=0.05),
+         second_group=dict(t0=1e6, lambd=1e-3, maximize=True))
+
+
+def _schedule_free_weight(st, h):
+    """The schedulefree package's per-group running scalars, kept per param:
+    returns (scheduled lr, c = w/sum(w))."""
+    k = st["step"] - 1
+    sched = (k + 1) / h["warmup_steps"] if k < h["warmup_steps"] else 1.0
+    lr = h["lr"] * sched
+    st["lr_max"] = lr_max = max(lr, st["lr_max"])
+    weight = ((k + 1) ** h["r"]) * (lr_max ** h["weight_lr_power"])
+    st["weight_sum"] = weight_sum = st["weight_sum"] + weight
+    return lr, (weight / weight_sum if weight_sum != 0 else 0.0)
+
+
+def sgd_schedule_free_update(p, g, st, h):
+    """z = p at t = 1; g <- -g (maximize); g <- g + wd*y; y <- lerp(y, z, c);
+    y <- y + lr*(momentum*(1-c) - 1)*g; z <- z - lr*g"""
+    if "z" not in st:
+        st["z"] = np.array(p, copy=True)
+        st["lr_max"], st["weight_sum"] = -1.0, 0.0
+    lr, ckp1 = _schedule_free_weight(st, h)
+    g = _prologue(p, g, h, decoupled=False)
+    z = st["z"]
+    _set(p, _lerp(p, z, ckp1))
+    _set(p, _add(p, g, lr * (h["momentum"] * (1 - ckp1) - 1)))
+    _set(z, _add(z, g, -lr))
+
+
+describe("SGDScheduleFree", sgd_schedule_free_update,
+         grids=[(dict(lr=0.05), dict(weight_decay=WD, maximize=MAX, warmup_steps=[0, 10])),
+                (dict(lr=0.05, warmup_steps=5), dict(momentum=[0.9, 0.5], r=[0.0, 1.5],
+                                                     weight_lr_power=[2, 0.0]))],
+         rich=dict(lr=0.05, momentum=0.8, weight_decay=0.05, warmup_steps=10, r=0.5),
+         second_group=dict(momentum=0.5, warmup_steps=3, maximize=True),
+         torch=None)
+
+
+def adamw_schedule_free_update(p, g, st, h):
+    """z = p at t = 1; g <- -g (maximize); v <- b2*v + (1-b2)*g^2;
+    u = g/(sqrt(v/(1-b2^t)) + eps) + wd*y; y <- lerp(y, z, c);
+    y <- y + lr*(b1*(1-c) - 1)*u; z <- z - lr*u"""
+    if "z" not in st:
+        st["z"] = np.array(p, copy=True)
+        st["exp_avg_sq"] = np.zeros_like(p)
+        st["lr_max"], st["weight_sum"] = -1.0, 0.0
+    lr, ckp1 = _schedule_free_weight(st, h)
+    g = -g if h["maximize"] else g
+    b1, b2 = h["betas"]
+    v, z = st["exp_avg_sq"], st["z"]
+    _set(v, _addcmul(v * _c(b2, v), g, g, 1 - b2))
+    u = g / (np.sqrt(v / _c(1 - b2 ** st["step"], v)) + _c(h["eps"], v))
+    if h["weight_decay"] != 0:
+        u = _add(u, p, h["weight_decay"])
+    _set(p, _lerp(p, z, ckp1))
+    _set(p, _add(p, u, lr * (b1 * (1 - ckp1) - 1)))
+    _set(z, _add(z, u, -lr))
+
+
+describe("AdamWScheduleFree", adamw_schedule_free_update,
+         grids=[(dict(lr=0.01), dict(weight_decay=WD, maximize=MAX, warmup_steps=[0, 10])),
+                (dict(lr=0.01, warmup_steps=5), dict(betas=[(0.9, 0.999), (0.5, 0.9)], r=[0.0, 1.5],
+                                                     weight_lr_power=[2.0, 0.0], eps=[1e-8, 1e-3]))],
+         rich=dict(lr=0.01, betas=(0.8, 0.95), weight_decay=0.05, warmup_steps=10, r=0.5),
+         second_group=dict(betas=(0.5, 0.9), warmup_steps=3, maximize=True),
+         torch=None)
+
+def sparse_adam_update(p, g, st, h):
+    """Every row given once (a dense grad), torch.optim.SparseAdam's order:
+    dm = (g-m)(1-b1); m <- m+dm; dv = (g*g-v)(1-b2); v <- v+dv;
+    p <- p - lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v)+eps)"""
+    if "exp_avg" not in st:
+        st["exp_avg"] = np.zeros_like(p)
+        st["exp_avg_sq"] = np.zeros_like(p)
+    t = st["step"]
+    b1, b2 = h["betas"]
+    g = _prologue(p, g, h, decoupled=False)
+    m, v = st["exp_avg"], st["exp_avg_sq"]
+    dm = (g - m) * _c(1 - b1, p)
+    dv = (g * g - v) * _c(1 - b2, p)
+    numer = dm + m
+    denom = np.sqrt(dv + v) + _c(h["eps"], p)
+    _set(m, m + dm)
+    _set(v, v + dv)
+    step_size = h["lr"] * (1 - b2 ** t) ** 0.5 / (1 - b1 ** t)
+    _set(p, p + _c(-step_size, p) * (numer / denom))
+
+
+describe("SparseAdam", sparse_adam_update,
+         grids=[(dict(lr=0.01), dict(maximize=MAX, weight_decay=WD)),
+                (dict(lr=0.01), dict(betas=[(0.8, 0.95), (0.5, 0.9)], eps=[1e-6]))],
+         rich=dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, maximize=True),
+         second_group=dict(betas=(0.5, 0.9), maximize=False))
+
+
+def rowwise_adagrad_update(p, g, st, h):
+    """One accumulator per row (axis 0; a 0-d param is one row): clr = lr/(1+(t-1)*lr_decay);
+    G_r <- G_r + mean_j(g_rj^2) (summed in double); p_r <- p_r - clr/(sqrt(G_r)+eps) * g_r"""
+    if "sum" not in st:
+        st["sum"] = np.full(p.shape[:1], h["initial_accumulator_value"], p.dtype)
+    if p.size == 0:
+        return
+    t = st["step"]
+    g = _prologue(p, g, h, decoupled=h["decoupled_weight_decay"])
+    rows = p.shape[0] if p.ndim else 1
+    g64 = np.asarray(g, np.float64).reshape(rows, -1)
+    mean = (g64 * g64).sum(axis=1) / g64.shape[1]
+    s = st["sum"]
+    _set(s, s + mean.astype(p.dtype).reshape(s.shape))
+    clr = h["lr"] / (1 + (t - 1) * h["lr_decay"])
+    mult = _c(clr, p) / (np.sqrt(s) + _c(h["eps"], p))
+    _set(p, p - mult.reshape(s.shape + (1,) * (p.ndim - 1)) * g)
+
+
+describe("RowWiseAdagrad", rowwise_adagrad_update,
+         grids=[(dict(lr=0.05), dict(lr_decay=[0.0, 0.05], initial_accumulator_value=[0.0, 0.1],
+                                     weight_decay=WD, maximize=MAX)),
+                (dict(lr=0.05, weight_decay=0.05), dict(decoupled_weight_decay=[True], eps=[1e-10, 1e-3]))],
+         rich=dict(lr=0.05, lr_decay=0.05, initial_accumulator_value=0.1, weight_decay=0.05),
+         second_group=dict(decoupled_weight_decay=True, eps=1e-6),
+         torch=None)
+
+
 class _Rules(Mapping):
     """Class name -> its reference update (from ALGORITHMS)."""
 

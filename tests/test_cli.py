@@ -13,9 +13,10 @@ import pytest
 import optimc
 import optimc.__main__ as entry
 from optimc import problems as P
-from optimc.demo import cli, figure, rates, runner, table
+from optimc.demo import cli, figure, rates, runner, special, table
 
 OPTIMIZERS = [cls.__name__ for cls in optimc.ALL]
+ENTRIES = {cls.__name__: cls for cls in special.ENTRIES}   # LBFGS, Muon+AdamW: on their problems
 ROW = re.compile(r"^  (\w+)\s+(\S+)\s+(\S+)(?: \*)?\s+(\S+)\s+(\S+)(?:  \[\d+\])?$")
 
 
@@ -57,11 +58,12 @@ def test_table_rosenbrock(tmp_path):
     assert "rosenbrock" in out and "steps to target" in out and "us/step" in out
     assert "50 steps" in out
     rows = table_rows(out)
-    assert sorted(opt for _, opt in rows) == sorted(OPTIMIZERS)
+    assert sorted(opt for _, opt in rows) == sorted(OPTIMIZERS + ["LBFGS"])
     start = P.get_problem("rosenbrock").loss(P.get_problem("rosenbrock").init())
     for (prob, opt), (lr, final, hit, us) in rows.items():
         assert prob == "rosenbrock"
-        assert float(lr) == P.get_problem("rosenbrock").learning_rates[opt]
+        assert float(lr) == (ENTRIES[opt].rates["rosenbrock"] if opt in ENTRIES
+                             else P.get_problem("rosenbrock").learning_rates[opt])
         assert final == "nan" or final.startswith("diverged") or float(final) >= 0
         assert hit == "-" or 0 <= int(hit) <= 50
         assert float(us) > 0
@@ -209,7 +211,7 @@ def test_optimizer_list_follows_optimc_all(monkeypatch):
     parser = cli.build_parser()
     assert "Extra" in parser.format_help()
     assert parser.parse_args(["--optimizers", "extra,adam"]).optimizers == ["Extra", "Adam"]
-    assert parser.parse_args([]).optimizers == OPTIMIZERS + ["Extra"]
+    assert parser.parse_args([]).optimizers == OPTIMIZERS + ["Extra"] + list(ENTRIES)
 
 
 # --- the runner, in process -----------------------------------------------

@@ -327,9 +327,11 @@ def _buffer_mutations(arr):
     yield "float32", arr.astype(np.float32)
     yield "int64", arr.astype(np.int64)
     yield "object", arr.astype(object)
-    yield "flattened", arr.ravel()
+    if arr.ndim > 1:   # a per-row buffer (3,) is already flat
+        yield "flattened", arr.ravel()
     yield "extra axis", arr[None]
-    yield "transposed shape", np.ascontiguousarray(arr.T)
+    if arr.ndim > 1:
+        yield "transposed shape", np.ascontiguousarray(arr.T)
     yield "one element more", np.append(arr.ravel(), 0.0)
     yield "0-d", np.array(0.0)
     yield "empty", np.zeros((0,))

@@ -56,7 +56,7 @@ def compare(opt, ref, name, h, dtype, keys, at, hyper_per_param=None):
                     what + f"state[{k!r}][{buf!r}] {st[buf]!r} vs {theirs!r}"
                 continue
             arr = np.asarray(st[buf])
-            assert arr.shape == ref.params[i].shape and arr.dtype == np.dtype(dtype), what + buf
+            assert arr.shape == theirs.shape and arr.dtype == np.dtype(dtype), what + buf
             U.check_close(arr, theirs, dtype, what + f"state[{k!r}][{buf!r}]", recorder=REC, name=name)
 
 

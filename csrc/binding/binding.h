@@ -22,6 +22,7 @@
 #endif
 #include <numpy/arrayobject.h>
 #include "optimc.h"
+#include <structmember.h>
 
 /* A piece of memory the optimizer writes: a param or a tensor's state block.
  * Kept sorted by address; pieces never overlap. */
@@ -58,6 +59,7 @@ typedef struct {
     int locked;
     unsigned long owner;
     unsigned long lock_fork_generation;
+    struct sparse_step *sparse;  /* during a step given a SparseGrad: the plans (binding/sparse.c) */
 } Engine;
 
 /* ---- arrays.c ---- */
@@ -100,6 +102,20 @@ PyObject *Engine_state(Engine *self, PyObject *args);
 PyObject *Engine_snapshot(Engine *self, PyObject *noargs);
 PyObject *Engine_load(Engine *self, PyObject *args);
 
+/* ---- sparse.c: SparseGrad and row-sparse steps ---- */
+typedef struct sparse_step sparse_step;
+extern PyTypeObject SparseGradType;
+int sparse_is_grad(PyObject *o);
+/* Before the checks: if a held grad is a SparseGrad, room for the plans. */
+int sparse_begin(Engine *self);
+/* check_grads' hook for held grad i, a SparseGrad: check it and plan its rows. */
+int sparse_check_grad(Engine *self, Py_ssize_t i, PyObject *o);
+/* The step (no Python: call it without the GIL) when self->sparse is set. */
+void sparse_run(Engine *self, optimc_step_report *report);
+/* After the step or a failed check: free the plans. */
+void sparse_end(Engine *self);
+int sparse_module_init(PyObject *m);
+
 /* ---- module.c ---- */
 /* Collect a list/tuple/dict of float arrays into buffers (PyMem_Malloc'd). */
 optimc_buffer *collect_buffers(PyObject *arrays, const char *what, Py_ssize_t *n_out, int writeable);
@@ -107,4 +123,7 @@ optimc_buffer *collect_buffers(PyObject *arrays, const char *what, Py_ssize_t *n
 /* ---- quantize.c ---- */
 /* quantize_blockwise, dequantize_blockwise, dynamic_map, bf16_encode/decode */
 extern PyMethodDef optimc_quantize_methods[];
+/* ---- vector_ops.c ---- */
+/* Add LBFGS's and Muon's module functions to the module. */
+int vector_ops_add(PyObject *module);
 #endif

@@ -570,6 +570,10 @@ static int check_grads(Engine *self)
             return -1;
         }
         PyObject *o = self->held[i];
+        if (sparse_is_grad(o)) {
+            if (sparse_check_grad(self, i, o) < 0) return -1;
+            continue;
+        }
         int dtype;
         array_problem pr = array_check(o, 0, &dtype);
         if (pr == ARRAY_OK && dtype != x->dtype) pr = ARRAY_BAD_DTYPE;
@@ -659,13 +663,15 @@ static PyObject *Engine_step(Engine *self, PyObject *grads)
     /* user code first (callable lrs, dict keys), then the checks, then no
      * Python until the kernels are done */
     Py_INCREF(grads);
-    if (evaluate_lr_fns(self, lrs) < 0 || hold_grads(self, grads, &n_held) < 0 || check_grads(self) < 0)
+    if (evaluate_lr_fns(self, lrs) < 0 || hold_grads(self, grads, &n_held) < 0 || sparse_begin(self) < 0
+        || check_grads(self) < 0)
         goto fail;
     for (Py_ssize_t gi = 0; gi < n_groups; gi++) self->groups[gi].v[0] = lrs[gi];
     optimc_step_report report;
     Py_BEGIN_ALLOW_THREADS
     optimc_fork_guard_enter();
-    optimc_step(self->algorithm, self->groups, self->tensors, (size_t)self->n_tensors, &self->guard, &report);
+    if (self->sparse) sparse_run(self, &report);
+    else optimc_step(self->algorithm, self->groups, self->tensors, (size_t)self->n_tensors, &self->guard, &report);
     if (report.skipped) self->skipped_steps++;
     else self->n_steps++;
     if (report.norm_measured) {
@@ -674,12 +680,14 @@ static PyObject *Engine_step(Engine *self, PyObject *grads)
     }
     optimc_fork_guard_leave();
     Py_END_ALLOW_THREADS
+    sparse_end(self);
     release_held(self, n_held);
     Py_DECREF(grads);
     if (lrs != lr_stack) PyMem_Free(lrs);
     engine_release(self);
     Py_RETURN_NONE;
 fail:
+    sparse_end(self);
     release_held(self, n_held);
     Py_DECREF(grads);
     if (lrs != lr_stack) PyMem_Free(lrs);

@@ -320,6 +320,10 @@ PyMODINIT_FUNC PyInit__core(void)
     if (PyType_Ready(&EngineType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (!m) return NULL;
+    if (vector_ops_add(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&EngineType);
     if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0) {
         Py_DECREF(&EngineType);
@@ -327,6 +331,10 @@ PyMODINIT_FUNC PyInit__core(void)
         return NULL;
     }
     if (PyModule_AddFunctions(m, optimc_quantize_methods) < 0) {   /* binding/quantize.c */
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (sparse_module_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -19,6 +19,24 @@
  *                      be stored in bfloat16 or 8 bits; `exact` cannot).
  *   <name>_SCALARS(S)  S(scalar, initial) for each per-tensor scalar (x->scalars[k]).
  *   OPTIMC_DESCRIBE(<name>)  makes the typed struct <name>_hyper.
+ *
+ * Per-tensor reductions (norms a rule needs before its update, such as
+ * LAMB's and LARS's trust ratios). Such a rule's first branch is
+ *     #if defined(OPTIMC_LIST_REDUCING)
+ *     OPTIMC_LIST_REDUCING(<name>)
+ *     #elif defined(OPTIMC_LIST)
+ *     OPTIMC_LIST(<name>)
+ * (a generator that does not care sees a plain rule); its description adds
+ *   <name>_SUMS(S)     S(sum) for each per-tensor sum (at most OPTIMC_MAX_SUMS);
+ * and its typed branch adds, besides prepare and kernel (which runs last):
+ *   <name>_reduce(x, lo, hi, sums)  adds its sums over elements [lo, hi) to
+ *                      sums[] (in double, in a fixed order for given lo, hi);
+ *                      it may update state, as each element is reduced once;
+ *   <name>_finish(h, x, sums)       turns the tensor's totals into its
+ *                      step's constants in x->coef (after prepare).
+ * optimc_step calls reduce on whole chunks whose boundaries depend only on
+ * the tensor's size and adds the chunks' sums in order, so the totals do not
+ * depend on the thread count; chunks start on multiples of 16 elements.
  */
 #ifndef OPTIMC_RULES_DESCRIBE_H
 #define OPTIMC_RULES_DESCRIBE_H

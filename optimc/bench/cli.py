@@ -23,12 +23,13 @@ from .machine import cpu_times, machine_info
 from .report import (OUTPUT_FILES, fmt_ns, format_fixed, format_sweep, format_table,
                      format_threads_big, write_outputs)
 from .sections import THRESHOLD_SIZES, fixed_cost, run_case, threads_big, threshold_sweep
+from .sparse import format_sparse, mismatches as sparse_mismatches, sparse_section
 from .lowprec import format_lowprec, lowprec_section
 from .timing import PROFILES
 
 __all__ = ["main", "build_parser", "run", "SECTIONS"]
 
-SECTIONS = ("main", "fixed", "threads", "lowprec")
+SECTIONS = ("main", "fixed", "threads", "sparse", "lowprec")
 DEFAULT_OUT = "bench-results"
 
 
@@ -95,7 +96,8 @@ def add_selection_options(group, cases):
     group.add_argument("--sections", type=_list_arg(SECTIONS, "section"), default=list(SECTIONS),
                        metavar="LIST",
                        help="which parts to run: main (the table), fixed (per-call cost), "
-                            "threads (default: all)")
+                            "threads, sparse (an embedding table given row-sparse grads) "
+                            "(default: all)")
     group.add_argument("--threads-optimizer", type=_one_of(keys, "optimizer"),
                        default="adam" if "adam" in keys else keys[0], metavar="NAME",
                        help="the optimizer of the threads section's large step and first "
@@ -294,6 +296,12 @@ def run(args, cases, command: str) -> int:
                 print(format_sweep(s))
                 print()
 
+        sparse = None
+        if "sparse" in args.sections:
+            sparse = sparse_section(prof, torch, args.seed, quick=args.quick)
+            print(format_sparse(sparse))
+            print()
+            mismatches += sparse_mismatches(sparse)
         low = None
         if "lowprec" in args.sections:
             # one thread, as the issue's speed bar is stated; restored by the finally below
@@ -332,7 +340,7 @@ def run(args, cases, command: str) -> int:
                           numpy_block=NUMPY_BLOCK, quick=args.quick, seed=args.seed,
                           sections=args.sections),
             results=results, fixed_cost=fixed, threads_1e7=big, threshold_sweeps=sweeps, lowprec=low,
-            mismatches=mismatches)
+            sparse=sparse, mismatches=mismatches)
         paths = write_outputs(args.out, payload, args.plot)
         print("wrote " + ", ".join(paths) + f"  ({time.perf_counter() - t_start:.0f} s in all)")
         return 1 if mismatches else 0
@@ -352,6 +360,10 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m optimc ben
         from optimc.distributed import bench as mpi_bench
         argv.remove("--mpi")
         return int(mpi_bench.main(argv, prog=f"{prog} --mpi") or 0)
+    if "--muon" in argv:  # Muon against torch.optim.Muon (optimc/bench/muon.py), its own options
+        from . import muon
+        argv.remove("--muon")
+        return muon.main(argv, prog=f"{prog} --muon")
     cases = algorithm_cases()
     args = build_parser(prog, cases).parse_args(argv)
     return run(args, cases, command=" ".join([prog, *argv]))

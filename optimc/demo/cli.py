@@ -20,9 +20,11 @@ import numpy as np
 
 import optimc
 
+from . import glove as _glove
 from . import problems as _problems
 from .figure import DEFAULT_OUTPUT, check_output, import_matplotlib, make_figure
 from .runner import run_all
+from .special import ENTRIES
 from .table import format_table
 
 __all__ = ["main", "build_parser", "optimizer_classes", "DEMO_HINT"]
@@ -31,8 +33,9 @@ DEMO_HINT = 'pip install "optimc[demo]"'
 
 
 def optimizer_classes():
-    """{class name: class} of every optimizer the demo can run: ``optimc.ALL``."""
-    return {cls.__name__: cls for cls in optimc.ALL}
+    """{class name: class} of every optimizer the demo can run: ``optimc.ALL``, then the
+    entries for LBFGS and Muon (:mod:`optimc.demo.special`), each on its own problems."""
+    return {cls.__name__: cls for cls in tuple(optimc.ALL) + ENTRIES}
 
 
 # ---------------------------------------------------------------------------
@@ -77,6 +80,9 @@ def build_parser(prog: str = "python -m optimc") -> argparse.ArgumentParser:
     names = list(optimizer_classes())
     factories = _problems._FACTORIES
     problem_lines = "\n".join(f"  {cls.name:<16} {cls.description}" for cls in factories.values())
+    problem_lines += (f"\n  {_glove.GloVe.name:<16} GloVe on Python's help topics, sparse rows; "
+                      f"{_glove.SECTION_SETTINGS['epochs']} epochs (--glove-epochs)\n  {'':<16} by "
+                      f"{', '.join(o[0] for o in _glove.OPTIMIZERS)}, if in --optimizers")
     parser = argparse.ArgumentParser(
         prog=prog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -89,13 +95,15 @@ def build_parser(prog: str = "python -m optimc") -> argparse.ArgumentParser:
             "saves a figure of the loss curves and the 2-D trajectories (--output)."),
         epilog=(
             f"problems:\n{problem_lines}\n\n"
-            f"optimizers (optimc.ALL):\n  {', '.join(names)}\n\n"
+            f"optimizers (optimc.ALL, then LBFGS on the full-batch problems and\n"
+            f"Muon+AdamW on the MLP):\n  {', '.join(names)}\n\n"
             "other commands (they must come first):\n"
             f"  {prog} bench [options]    the speed benchmark ({prog} bench --help)\n\n"
             "examples:\n"
             f"  {prog}\n"
             f"  {prog} --optimizers sgd,momentum,adam --problems saddle,rosenbrock\n"
-            f"  {prog} --steps 500 --dtype float64 --output runs/cmp.png\n\n"
+            f"  {prog} --steps 500 --dtype float64 --output runs/cmp.png\n"
+            f"  {prog} --problems glove --glove-epochs 25\n\n"
             f"The figure needs matplotlib: {DEMO_HINT}"),
     )
     parser.add_argument(
@@ -104,14 +112,21 @@ def build_parser(prog: str = "python -m optimc") -> argparse.ArgumentParser:
              f"{len(names)})")
     parser.add_argument(
         "--problems", metavar="LIST",
-        type=_name_list(_problems.PROBLEM_NAMES, "problems", _problems._normalize),
-        default=list(_problems.PROBLEM_NAMES),
+        type=_name_list(_problems.PROBLEM_NAMES + (_glove.GloVe.name,), "problems",
+                        _problems._normalize),
+        default=list(_problems.PROBLEM_NAMES) + [_glove.GloVe.name],
         help="comma-separated problems to run (default: all; see the list below)")
     parser.add_argument(
         "--steps", metavar="N", type=_int_at_least(1, "--steps"), default=None,
-        help="optimizer steps per run, for every problem (default: each problem's own "
-             "default: " + ", ".join(f"{c.name} {c.default_steps}" for c in factories.values())
-             + ")")
+        help="optimizer steps per run, for every problem but glove (default: each "
+             "problem's own default: "
+             + ", ".join(f"{c.name} {c.default_steps}" for c in factories.values()) + ")")
+    parser.add_argument(
+        "--glove-epochs", metavar="N", type=_int_at_least(1, "--glove-epochs"),
+        default=_glove.SECTION_SETTINGS["epochs"],
+        help="epochs of the glove problem: passes over its co-occurrences (default: "
+             f"{_glove.SECTION_SETTINGS['epochs']}, about a second; more epochs give better "
+             "neighbours)")
     parser.add_argument(
         "--seed", metavar="N", type=_int_at_least(0, "--seed"), default=0,
         help="seed for the starting points and the mini-batches; the same seed gives "
@@ -161,21 +176,40 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m optimc",
 
     dtype = np.dtype(args.dtype)
     t_start = time.perf_counter()
-    problem_list = [_problems.get_problem(n) for n in args.problems]
+    problem_list = [_problems.get_problem(n) for n in args.problems if n != _glove.GloVe.name]
     results = run_all(problem_list, opt_classes, args.steps, dtype, args.seed)
     t_runs = time.perf_counter() - t_start
 
-    print(f"optimc {optimc.__version__}: {len(opt_classes)} optimizer(s) x "
-          f"{len(problem_list)} problem(s), {args.dtype}, seed {args.seed}")
-    print()
-    print(format_table(problem_list, results, args.dtype))
-    print(f"\n{len(opt_classes) * len(problem_list)} runs in {t_runs:.1f} s")
+    if problem_list:
+        print(f"optimc {optimc.__version__}: {len(opt_classes)} optimizer(s) x "
+              f"{len(problem_list)} problem(s), {args.dtype}, seed {args.seed}")
+        print()
+        print(format_table(problem_list, results, args.dtype))
+        print(f"\n{len(opt_classes) * len(problem_list)} runs in {t_runs:.1f} s")
+    if _glove.GloVe.name in args.problems:
+        t_start = time.perf_counter()
+        glove, glove_runs = _glove.run_section(args.glove_epochs, dtype, args.seed,
+                                               args.optimizers)
+        print(("\n" if problem_list else "")
+              + f"optimc {optimc.__version__}: glove, {args.dtype}, seed {args.seed}")
+        print(_glove.format_section(glove, glove_runs, args.dtype))
+        print(f"\nglove: {len(glove_runs)} runs x {args.glove_epochs} epochs in "
+              f"{time.perf_counter() - t_start:.1f} s")
+    else:
+        glove_runs = []
 
     errors = [r for row in results for r in row if r.error is not None]
     for r in errors:
         print(f"error: {r.problem}/{r.optimizer}: {r.error}", file=sys.stderr)
+    for r in glove_runs:
+        if r.error is not None:
+            errors.append(r)
+            print(f"error: glove/{r.label}: {r.error}", file=sys.stderr)
 
-    if not args.no_plot:
+    if not args.no_plot and not problem_list:
+        print("no figure: the glove problem has none (notebooks/04_glove_sparse_adagrad.ipynb "
+              "draws its curves)")
+    elif not args.no_plot:
         if mpl is None:
             print(f"matplotlib is not installed, so no figure was drawn; {DEMO_HINT} "
                   f"to get it (or pass --no-plot).")

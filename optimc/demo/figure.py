@@ -163,7 +163,8 @@ def make_figure(mpl, problem_list, results, opt_classes, dtype_name: str, seed: 
         title = Line2D([], [], ls="", label=family)
         titles.add(id(title))
         handles.append(title)
-        for r in results[0] if results else []:
+        shown = {r.optimizer: r for row in results for r in row}   # every row: some run on few problems
+        for r in shown.values():
             if r.optimizer in styles and styles[r.optimizer][2] == family:
                 color, ls, _ = styles[r.optimizer]
                 handles.append(Line2D([], [], color=color, ls=ls, lw=2.2, label=r.optimizer))

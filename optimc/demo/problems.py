@@ -82,6 +82,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .rates import learning_rates_for
+from .special import step_with_loss
 
 __all__ = [
     "Problem",
@@ -547,7 +548,7 @@ def final_loss(problem: Problem, optimizer_cls, lr: float, steps: Optional[int] 
             loss, grads = problem.loss_and_grad(params, rng)
             if not math.isfinite(loss):
                 return math.inf
-            opt.step(grads)
+            step_with_loss(opt, loss, grads)
         loss = problem.loss(params)
     return loss if math.isfinite(loss) else math.inf
 

@@ -34,6 +34,13 @@ _ROWS: Dict[str, Tuple[float, ...]] = {
     "RAdam":      (3e-3,       0.3,    0.3,       3e-3,            0.1),
     "Lion":       (3e-3,       3e-3,   3e-3,      1e-3,            3e-3),
     "Rprop":      (3e-2,       1e-5,   0.3,       0.3,             1.0),
+    "LAMB":       (3e-2,       3e-3,   3e-3,      3e-3,            3e-3),
+    "LARS":       (1.0,        1.0,    0.3,       1.0,             1.0),
+    "ASGD":       (1e-3,       1.0,    0.1,       0.3,             1.0),
+    "SGDScheduleFree": (3e-3,  1.0,    1.0,       1.0,             3.0),
+    "AdamWScheduleFree": (0.1, 1.0,    0.1,       1e-2,            0.3),
+    "SparseAdam": (0.1,        0.3,    0.1,       3e-3,            3e-2),
+    "RowWiseAdagrad": (1.0,    1.0,    1.0,       0.1,             3.0),
 }
 
 #: problem name -> {optimizer class name: learning rate}
@@ -49,6 +56,14 @@ NOTES: Mapping[Tuple[str, str], str] = {
         "3e-3 diverged in the sweep. At 3e-3 those steps throw it onto the valley's wall, "
         "and its adapted steps, about lr x a rectification factor that grows from 0.03 "
         "to 0.8 over the run, are too short to walk the valley in 2000 steps.",
+    ("rosenbrock", "LBFGS"):
+        "L-BFGS runs one iteration per step (max_iter=1) at a fixed step length lr, so "
+        "that each step costs one gradient, as for every other optimizer; its usual setting "
+        "(20 iterations and a strong-Wolfe line search per step) would evaluate the problem "
+        "many times per step. The same holds on the saddle and the quadratic.",
+    ("spiral_mlp", "Muon+AdamW"):
+        "Muon updates the weight matrices W1 and W2 at lr; AdamW updates the biases at its "
+        "own rate for this problem (Muon takes only 2-D params; its authors pair it with AdamW).",
 }
 
 

@@ -19,6 +19,7 @@ from typing import List, Optional
 import numpy as np
 
 from .problems import Problem2D
+from .special import applies, step_with_loss
 
 __all__ = ["RunResult", "run_one", "run_all", "eval_every"]
 
@@ -54,6 +55,8 @@ def run_one(problem, opt_cls, steps: int, dtype, seed: int, lr: Optional[float] 
     name = opt_cls.__name__
     if lr is None:
         lr = problem.lr_for(name)
+    if lr is None:   # the entries outside optimc.ALL carry their rates (optimc.demo.special)
+        lr = getattr(opt_cls, "rates", {}).get(problem.name)
     res = RunResult(problem.name, name, lr, steps)
     params = problem.init(dtype, seed)
     opt = opt_cls(params) if lr is None else opt_cls(params, lr=lr)
@@ -83,7 +86,7 @@ def run_one(problem, opt_cls, steps: int, dtype, seed: int, lr: Optional[float] 
                 res.diverged_at = k
                 break
             t0 = clock()
-            opt.step(grads)
+            step_with_loss(opt, loss, grads)
             step_ns[k] = clock() - t0
             done += 1
         else:
@@ -148,6 +151,9 @@ def run_all(problem_list, opt_classes, steps_override, dtype, seed) -> List[List
             t0 = time.perf_counter()
             row = []
             for cls in opt_classes:
+                if not applies(cls, prob):
+                    progress.advance()
+                    continue
                 progress.start(prob.name, cls.__name__)
                 try:
                     row.append(run_one(prob, cls, steps, dtype, seed))

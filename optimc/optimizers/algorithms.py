@@ -4,8 +4,13 @@ C rule (``_kernel``, csrc/rules/<name>.h), hyperparameters and defaults (the
 formulas are in the rule files and docs/algorithms.md."""
 from __future__ import annotations
 
-from .. import _checks
+from collections.abc import Mapping
+
+import numpy as np
+
+from .. import _checks, _core
 from .base import Optimizer
+from .groups import split_params
 
 
 class SGD(Optimizer):
@@ -164,3 +169,309 @@ class Rprop(Optimizer):
             raise ValueError(f"etas: expected 0 < etaminus < 1 < etaplus, got {g['etas']!r}")
         if "step_sizes" in g and not g["step_sizes"][0] <= g["step_sizes"][1]:
             raise ValueError(f"step_sizes: expected step_size_min <= step_size_max, got {g['step_sizes']!r}")
+
+
+# ---- per-param masks (optax's `mask` arguments) ----
+
+def _is_per_param(value):
+    return callable(value) or isinstance(value, (list, tuple, Mapping, np.ndarray))
+
+
+def _group_mask(name, value):
+    """A group's mask: True or False (None: True, optax's "no mask")."""
+    if value is None:
+        return True
+    if _is_per_param(value):
+        raise TypeError(f"{name}: a per-param mask (a callable or one True/False per param) is taken "
+                        f"by the constructor only; a group's {name} is True or False")
+    return _checks.flag(name, value)
+
+
+def _mask_flags(name, mask, params):
+    """One bool per array of ``params`` (a list or dict) from a per-param mask: a
+    callable of ``params`` returning such a container, or the container itself."""
+    arrays, names = split_params(params, "params")
+    value = mask(params) if callable(mask) else mask
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if names is None:
+        if not isinstance(value, (list, tuple)) or len(value) != len(arrays):
+            raise TypeError(f"{name}: expected a list of {len(arrays)} True/False (one per param), "
+                            f"got {value!r}")
+        return [_checks.flag(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    if not isinstance(value, Mapping) or set(value) != set(names):
+        raise TypeError(f"{name}: expected a dict of True/False with the params' keys "
+                        f"{sorted(names)}, got {value!r}")
+    return [_checks.flag(f"{name}[{k!r}]", value[k]) for k in names]
+
+
+def _split_by_masks(params, masks):
+    """``params`` as param groups whose masks are plain bools: a group with a
+    per-param mask (its own, or the constructor's from ``masks``) becomes one
+    group per run of consecutive params with equal masks, in order, so grads
+    keep their order. A list or dict mask at the constructor needs flat params
+    (with groups, give each group its own, or pass a callable)."""
+    is_groups = isinstance(params, (list, tuple)) and params and all(isinstance(g, Mapping) for g in params)
+    if is_groups:
+        for name, value in masks.items():
+            if _is_per_param(value) and not callable(value):
+                raise TypeError(f"{name}: with param groups, give each group its own {name} "
+                                f"(or pass a callable of a group's params)")
+    groups = [dict(g) for g in params] if is_groups else [{"params": params}]
+    out = []
+    for group in groups:
+        per = {name: _mask_flags(name, group.get(name, value), group["params"])
+               for name, value in masks.items() if _is_per_param(group.get(name, value))}
+        if not per:
+            out.append(group)
+            continue
+        arrays, names = split_params(group["params"], "params")
+        start = 0
+        for i in range(1, len(arrays) + 1):
+            if i < len(arrays) and all(flags[i] == flags[start] for flags in per.values()):
+                continue
+            run = arrays[start:i] if names is None else dict(zip(names[start:i], arrays[start:i]))
+            out.append({**group, "params": run, **{name: flags[start] for name, flags in per.items()}})
+            start = i
+    return out
+
+
+class LAMB(Optimizer):
+    """LAMB (optax.lamb): Adam's direction plus weight decay, scaled per tensor
+    by the trust ratio ‖θ‖/‖u‖ (both norms computed inside the one C call).
+    optax's ``learning_rate`` is ``lr`` here. ``mask``: which params get weight
+    decay — True/False per group, or at construction a callable of the params
+    (list or dict) returning one bool per param, or such a list/dict (params
+    then split into groups of consecutive params with equal masks).
+    State: ``mu``, ``nu``."""
+    _kernel = "lamb"
+    elementwise = False   # the trust ratio needs whole tensors: ZeRO-1 cannot shard it
+    _checks = {"b1": lambda n, v: _checks.real(n, v, 0.0, 1.0, hi_open=True),
+               "b2": lambda n, v: _checks.real(n, v, 0.0, 1.0, hi_open=True),
+               "eps_root": lambda n, v: _checks.real(n, v, lo=0.0),
+               "mask": _group_mask}
+
+    def __init__(self, params, lr=1e-3, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, weight_decay=0.0,
+                 mask=None, maximize=False, **options):
+        params = _split_by_masks(params, {"mask": mask})
+        if _is_per_param(mask):
+            mask = None
+        super().__init__(params, locals(), **options)
+
+
+class LARS(Optimizer):
+    """LARS (optax.lars): the grad plus weight decay, scaled per tensor by the
+    trust ratio trust_coefficient·‖θ‖/(‖u‖ + eps), times −lr, then momentum
+    (a trace of the scaled steps). optax's ``learning_rate`` is ``lr`` here.
+    ``weight_decay_mask`` and ``trust_ratio_mask`` take what LAMB's ``mask``
+    takes (False on biases and norms is the usual choice). State: ``trace``."""
+    _kernel = "lars"
+    elementwise = False   # the trust ratio needs whole tensors: ZeRO-1 cannot shard it
+    _checks = {"eps": lambda n, v: _checks.real(n, v, lo=0.0),
+               "trust_coefficient": lambda n, v: _checks.real(n, v, lo=0.0, lo_open=True),
+               "weight_decay_mask": _group_mask, "trust_ratio_mask": _group_mask}
+
+    def __init__(self, params, lr=1.0, weight_decay=0.0, weight_decay_mask=True, trust_coefficient=0.001,
+                 eps=0.0, trust_ratio_mask=True, momentum=0.9, nesterov=False, maximize=False, **options):
+        params = _split_by_masks(params, {"weight_decay_mask": weight_decay_mask,
+                                          "trust_ratio_mask": trust_ratio_mask})
+        if _is_per_param(weight_decay_mask):
+            weight_decay_mask = True
+        if _is_per_param(trust_ratio_mask):
+            trust_ratio_mask = True
+        super().__init__(params, locals(), **options)
+class ASGD(Optimizer):
+    """Averaged SGD (torch.optim.ASGD's formulas): SGD with a decaying step size
+    η_t and a running average ``ax`` of the iterates, kept from step t0 on
+    (before it, ``ax`` is a copy of the latest iterate). State: ``ax``, scalars ``eta``
+    and ``mu`` (the next step's step size and averaging weight).
+    :attr:`averaged` gives the averaged params."""
+    _kernel = "asgd"
+    _checks = {"lambd": lambda n, v: _checks.real(n, v, lo=0.0),
+               "alpha": lambda n, v: _checks.real(n, v, lo=0.0),
+               "t0": _checks.real}
+
+    def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0,
+                 maximize=False, **options):
+        super().__init__(params, locals(), **options)
+
+    @property
+    def averaged(self):
+        """The averaged params ā (torch's ``state['ax']``), as views of the C
+        buffers in param order (a dict for named params): copy them to
+        evaluate or keep the average. A param that has not stepped yet has no
+        average; its entry is the param itself."""
+        keys = list(self.state)   # param names, or indices
+        params = [p for g in self.param_groups for p in g["params"]]
+        views = [st["ax"] if st["step"] > 0 else p for st, p in zip((self.state[k] for k in keys), params)]
+        named = any("param_names" in g for g in self.param_groups)
+        return dict(zip(keys, views)) if named else views
+
+
+def _warmup_steps(name, value):
+    return _checks.integer(name, value, lo=0)
+
+
+class _ScheduleFreeMode:
+    """The train/eval switch of the Schedule-Free optimizers (a mixin).
+
+    While training the params hold the point y where grads are taken; the
+    average x, the point to evaluate, is y moved away from the base sequence
+    z: x = lerp(y, z, 1 − 1/β) and y = lerp(x, z, 1 − β), with β the group's
+    momentum (SGDScheduleFree) or betas[0] (AdamWScheduleFree). ``eval()``
+    and ``train()`` apply them in place (in C), as the schedulefree package
+    does; a param that has not stepped has no z yet and is left as it is."""
+
+    _mode_key = "train_mode"
+
+    def _refuse_foreach(self, options):
+        if "foreach" in options:
+            raise TypeError(f"{type(self).__name__}() got the argument 'foreach': that chooses between "
+                            f"torch implementations; optimc always updates every param in one C call, "
+                            f"so leave it out")
+
+    def _switch(self, to_train):
+        if self._train_mode == to_train:
+            return
+        params = [p for g in self.param_groups for p in g["params"]]
+        keys = list(self.state)
+        start = 0
+        for g in self.param_groups:
+            n = len(g["params"])
+            beta = self._interpolation(g)
+            weight = 1.0 - beta if to_train else 1.0 - 1.0 / beta
+            ys, zs = [], []
+            for key, p in zip(keys[start:start + n], params[start:start + n]):
+                st = self.state[key]
+                if st["step"] > 0:
+                    ys.append(p)
+                    zs.append(st["z"])
+            if ys:
+                _core.ema(ys, zs, weight)
+            start += n
+        object.__setattr__(self, "_train_mode", to_train)
+
+    def train(self):
+        """Move the params to the training point y (where grads are taken);
+        steps are allowed. Does nothing if already in train mode (the mode a
+        new optimizer starts in)."""
+        self._switch(True)
+        return self
+
+    def eval(self):
+        """Move the params to the averaged point x (the one to evaluate, test or
+        save for inference); steps raise until :meth:`train`. Does nothing if
+        already in eval mode."""
+        self._switch(False)
+        return self
+
+    def _options(self):
+        return super()._options() + ([] if self._train_mode else ["eval mode"])   # shown by repr
+
+    @property
+    def train_mode(self):
+        """True while the params hold y (train mode), False while they hold x."""
+        return self._train_mode
+
+    def step(self, *args, **kwargs):
+        if not self._train_mode:
+            raise RuntimeError(f"{type(self).__name__}.step: the optimizer is in eval mode (its params "
+                               f"hold the averaged point x); call opt.train() before stepping")
+        return super().step(*args, **kwargs)
+
+    def state_dict(self):
+        """As ``Optimizer.state_dict``, plus ``train_mode``: whether the params held
+        y (True) or x (False) when it was taken."""
+        sd = super().state_dict()
+        sd[self._mode_key] = self._train_mode
+        return sd
+
+    def load_state_dict(self, state_dict):
+        """As ``Optimizer.load_state_dict``; also takes the saved mode. The params
+        are not touched: restore them from the same moment as the state."""
+        if not isinstance(state_dict, Mapping) or state_dict.get("optimizer") != type(self).__name__:
+            return super().load_state_dict(state_dict)      # raises: not this optimizer's state dict
+        if self._mode_key not in state_dict:
+            raise ValueError(f"state_dict[{self._mode_key!r}]: missing (whether the params hold "
+                             f"the training point y or the average x)")
+        mode = state_dict[self._mode_key]
+        if not isinstance(mode, (bool, np.bool_)):
+            raise TypeError(f"state_dict[{self._mode_key!r}]: expected True or False, got {mode!r}")
+        super().load_state_dict(state_dict)
+        object.__setattr__(self, "_train_mode", bool(mode))
+
+
+class SGDScheduleFree(_ScheduleFreeMode, Optimizer):
+    """Schedule-Free SGD (Defazio et al. 2024; the schedulefree package's
+    SGDScheduleFree): no lr schedule needed, an optional linear warm-up
+    (``warmup_steps``), and an average of the iterates weighted by
+    ``(k+1)^r · lr_max^weight_lr_power``. Call :meth:`eval` before evaluating
+    and :meth:`train` before stepping again. State: ``z``, scalars ``lr_max``,
+    ``weight_sum``."""
+    _kernel = "sgd_schedule_free"
+    _checks = {"momentum": lambda n, v: _checks.real(n, v, 0.0, 1.0, lo_open=True, hi_open=True),
+               "warmup_steps": _warmup_steps, "r": _checks.real,
+               "weight_lr_power": lambda n, v: _checks.real(n, v, lo=0.0)}
+
+    def __init__(self, params, lr=1.0, momentum=0.9, weight_decay=0, warmup_steps=0, r=0.0,
+                 weight_lr_power=2, maximize=False, **options):
+        self._refuse_foreach(options)
+        object.__setattr__(self, "_train_mode", True)
+        super().__init__(params, locals(), **options)
+
+    @staticmethod
+    def _interpolation(group):
+        return group["momentum"]
+
+
+class AdamWScheduleFree(_ScheduleFreeMode, Optimizer):
+    """Schedule-Free AdamW (Defazio et al. 2024; the schedulefree package's
+    AdamWScheduleFree): Adam's second moment normalises the grad, the decay
+    is added at y after normalising, and the params follow the Schedule-Free
+    average (see SGDScheduleFree). State: ``z``, ``exp_avg_sq``, scalars
+    ``lr_max``, ``weight_sum``."""
+    _kernel = "adamw_schedule_free"
+    _checks = {"warmup_steps": _warmup_steps, "r": _checks.real,
+               "weight_lr_power": lambda n, v: _checks.real(n, v, lo=0.0)}
+
+    def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 warmup_steps=0, r=0.0, weight_lr_power=2.0, maximize=False, **options):
+        self._refuse_foreach(options)
+        object.__setattr__(self, "_train_mode", True)
+        super().__init__(params, locals(), **options)
+
+    def _check_group(self, g):
+        if "betas" in g and not g["betas"][0] > 0:
+            raise ValueError(f"betas: expected betas[0] > 0 (eval() moves the params by 1 - 1/betas[0]), "
+                             f"got {g['betas']!r}")
+
+    @staticmethod
+    def _interpolation(group):
+        return group["betas"][0]
+class SparseAdam(Optimizer):
+    """SparseAdam (torch.optim.SparseAdam): Adam for embedding tables given
+    row-sparse grads (``optimc.SparseGrad``): moments and params change only
+    at the given rows, with one step counter per param and ε added after the
+    bias-corrected root. A dense grad counts as every row given once.
+    ``weight_decay`` (L2 at the given rows) is optimc's addition.
+    State: ``exp_avg``, ``exp_avg_sq``."""
+    _kernel = "sparse_adam"
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False,
+                 **options):
+        super().__init__(params, locals(), **options)
+
+
+class RowWiseAdagrad(Optimizer):
+    """Row-wise Adagrad (torchrec's RowWiseAdagrad, FBGEMM's row-wise Adagrad):
+    one accumulator per row (axis 0), the running sum of the mean of the row's
+    squared grad, so its state is 4 or 8 bytes per row. For embedding tables,
+    with ``optimc.SparseGrad`` or dense grads; weight decay L2 or decoupled.
+    State: ``sum`` (one value per row)."""
+    _kernel = "rowwise_adagrad"
+    _structural = ("initial_accumulator_value",)
+    elementwise = False
+
+    def __init__(self, params, lr=0.01, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
+                 eps=1e-8, decoupled_weight_decay=False, maximize=False, **options):
+        super().__init__(params, locals(), **options)

@@ -104,8 +104,10 @@ static double *run(int algorithm, int level, int threads, size_t threshold)
     memset(&h, 0, sizeof h);
     /* every option of every algorithm on, where the algorithm has it */
     static const char *names[] = {"lr", "beta1", "beta2", "eps", "momentum", "alpha", "rho", "momentum_decay",
-                                  "weight_decay", "amsgrad", "centered", "lr_decay"};
-    static const double values[] = {1e-3, 0.9, 0.999, 1e-8, 0.9, 0.9, 0.9, 4e-3, 0.01, 1, 1, 0.01};
+                                  "weight_decay", "amsgrad", "centered", "lr_decay",
+                                  "b1", "b2", "mask", "weight_decay_mask", "trust_ratio_mask", "trust_coefficient"};
+    static const double values[] = {1e-3, 0.9, 0.999, 1e-8, 0.9, 0.9, 0.9, 4e-3, 0.01, 1, 1, 0.01,
+                                    0.9, 0.999, 1, 1, 1, 0.01};
     for (size_t k = 0; k < sizeof values / sizeof values[0]; k++) set(algorithm, &h, names[k], values[k]);
     optimc_tensor x[NT];
     memset(x, 0, sizeof x);
@@ -188,6 +190,38 @@ static void test_grad_stats(void)
     CHECK(isnan(total) && !finite, "nan max %g finite %d", total, finite);
 }
 
+/* Per-tensor reductions (LARS's trust ratio), on tensors of one element and
+ * of many chunks, with the pool splitting the chunks. */
+static void test_reductions(void)
+{
+    int lars = optimc_find_algorithm("lars");
+    CHECK(lars >= 0 && optimc_algorithms[lars].n_sums == 2, "lars has 2 sums");
+    CHECK(optimc_algorithms[optimc_find_algorithm("adam")].n_sums == 0, "adam has none");
+    optimc_hyper h;
+    memset(&h, 0, sizeof h);
+    set(lars, &h, "lr", 1.0); set(lars, &h, "trust_coefficient", 1.0); set(lars, &h, "trust_ratio_mask", 1);
+    /* θ = (3, 4), g = (0, 10): ratio ‖θ‖/‖g‖ = 1/2, so θ ← (3, 4 − 5) */
+    double p2[2] = {3, 4}, g2[2] = {0, 10}, b2[2] = {0, 0};
+    enum { N = 70001 };   /* 16 chunks */
+    float *p = malloc(N * sizeof(float)), *g = malloc(N * sizeof(float)), *b = calloc(N, sizeof(float));
+    for (size_t i = 0; i < N; i++) { p[i] = 1.0f; g[i] = 2.0f; }
+    optimc_tensor x[2];
+    memset(x, 0, sizeof x);
+    x[0].param = p2; x[0].grad = g2; x[0].state[0] = b2; x[0].n = 2; x[0].dtype = OPTIMC_FLOAT64;
+    x[1].param = p; x[1].grad = g; x[1].state[0] = b; x[1].n = N; x[1].dtype = OPTIMC_FLOAT32;
+    x[0].grad_scale = x[1].grad_scale = 1.0;
+    optimc_set_num_threads(3);
+    optimc_set_thread_threshold(0);
+    optimc_step(lars, &h, x, 2, NULL, NULL);
+    CHECK(p2[0] == 3 && p2[1] == -1 && b2[1] == -5, "lars small tensor: %g %g", p2[0], p2[1]);
+    /* ‖θ‖ = √N, ‖g‖ = 2√N: ratio exactly 1/2, θ ← 1 − 1 = 0 everywhere */
+    int all_zero = 1;
+    for (size_t i = 0; i < N; i++) all_zero &= p[i] == 0.0f && b[i] == -1.0f;
+    CHECK(all_zero, "lars chunked tensor: %g %g", p[0], p[N - 1]);
+    optimc_set_num_threads(1);
+    free(p); free(g); free(b);
+}
+
 /* State-buffer layouts: the shapes a buffer takes from its param's shape. */
 static void test_layouts(void)
 {
@@ -216,6 +250,7 @@ int main(void)
     test_sgd_plain();
     test_guard();
     test_grad_stats();
+    test_reductions();
     test_identical_everywhere();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;

@@ -24,13 +24,17 @@ comm = MPI.COMM_WORLD
 SAVE_AT = 50
 
 
+# ZeRO-1 steps shards of tensors: the element-wise algorithms only
+SHARDABLE = [cls for cls in optimc.ALL if getattr(cls, "elementwise", True)]
+
+
 def train(opt, params, start, stop):
     for step in range(start, stop + 1):
         opt.step(problem.grads(params, problem.rows_of(comm.rank, comm.size), step, exact=True))
 
 
 def save(folder):
-    for cls in optimc.ALL:
+    for cls in SHARDABLE:
         params = problem.initial_params() if comm.rank == 0 else problem.initial_params(seed=comm.rank)
         broadcast_parameters(params, root=0)          # every rank starts from rank 0's values
         opt = ZeroRedundancyOptimizer(problem.groups(params, cls), cls, **problem.guard("zero", "exact"))
@@ -42,7 +46,7 @@ def save(folder):
 
 
 def resume(folder):
-    for cls in optimc.ALL:
+    for cls in SHARDABLE:
         with open(f"{folder}/{cls.__name__}.pkl", "rb") as f:
             saved = pickle.load(f)
         out = {}

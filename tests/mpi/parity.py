@@ -57,7 +57,8 @@ def run(cls, wrapper, mode, flat=False, live=False, clip=False, growing=False):
 def main(out, mode):
     """`mode`: "batch" (with the flat, live and clip variants of Adam/SGD) or "exact"
     (with the grow variant: add_param_group after GROW_AT - 1 steps)."""
-    cases = [(cls, w, mode, "plain") for cls in optimc.ALL for w in ("ddp", "zero")]
+    cases = [(cls, w, mode, "plain") for cls in optimc.ALL for w in ("ddp", "zero")
+             if w == "ddp" or getattr(cls, "elementwise", True)]   # ZeRO-1 shards element-wise ones only
     if mode == "exact":
         cases += [(optimc.Adam, w, "exact", "grow") for w in ("ddp", "zero")]
     if mode == "batch":
