@@ -43,6 +43,12 @@ def hyper_names(cls) -> tuple:
                  if n not in ("self", "params") and p.kind is p.POSITIONAL_OR_KEYWORD)
 
 
+def scalar_names(cls) -> tuple:
+    """The per-tensor scalar state `cls`'s C rule declares (NAdam's mu_product, ...)."""
+    from optimc import _core
+    return tuple(_core.algorithms()[cls._kernel]["scalars"])
+
+
 def params_of(opt) -> list:
     out = []
     for g in opt.param_groups:

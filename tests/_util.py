@@ -267,6 +267,17 @@ def torch_default_dtype(dtype):
         torch.set_default_dtype(old)
 
 
+def torch_grad(opt, g):
+    """A torch grad for optimizer `opt` from the NumPy grad g: dense, or for
+    SparseAdam (which takes only sparse grads) sparse with every row given."""
+    import torch
+
+    grad = torch.from_numpy(np.array(g, copy=True))
+    if isinstance(opt, torch.optim.SparseAdam):
+        grad = grad.to_sparse(min(1, grad.ndim))
+    return grad
+
+
 class TorchRun:
     """A torch.optim optimizer over copies of numpy params, stepped with numpy grads."""
 
@@ -285,10 +296,7 @@ class TorchRun:
 
         with torch_default_dtype(self.dtype):
             for p, g in zip(self.tparams, grads):
-                p.grad = torch.from_numpy(np.array(g, copy=True))
-                if isinstance(self.opt, torch.optim.SparseAdam):
-                    # SparseAdam takes only sparse grads: a dense grad is every row given
-                    p.grad = p.grad.to_sparse(min(1, p.grad.ndim))
+                p.grad = torch_grad(self.opt, g)
             self.opt.step()
 
     def set_lr(self, lr: float):

@@ -37,7 +37,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 import optimc  # noqa: E402
 from _snapshot import (assert_same_as_twin, assert_unchanged, build, full_options,  # noqa: E402
-                       hyper_names, is_named, params_of, snapshot)
+                       hyper_names, is_named, params_of, scalar_names, snapshot)
 
 ALL = list(optimc.ALL)
 REFUSALS = (TypeError, ValueError)
@@ -410,7 +410,7 @@ def expectation(cls, sd, mutated, change):
         return "either" if _equal(old, new) else "refuse"
     if (n == 1 and top in ("step_count", "skipped_steps")) or (top == "state" and n == 3 and path[2] == "step"):
         return "either" if _is_count(new) else "refuse"
-    if top == "state" and n == 3 and path[2] == "mu_product":
+    if top == "state" and n == 3 and path[2] in scalar_names(cls):
         return "either" if _is_finite_real(new) else "refuse"
     if top == "state" and n == 3:
         # the right shape and the param's float type (in either byte order) may load

@@ -64,7 +64,7 @@ def test_reference_lr_change_and_groups_match_torch(name):
                 ref.param_groups[0]["lr"] = base["lr"] * 2
                 topt.param_groups[0]["lr"] = base["lr"] * 2
             for p, g in zip(tp, gs):
-                p.grad = torch.from_numpy(g.copy())
+                p.grad = U.torch_grad(topt, g)
             topt.step()
             ref.step(gs)
     for i, (a, b) in enumerate(zip(ref.params, tp)):
