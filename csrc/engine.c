@@ -138,7 +138,7 @@ void optimc_init_state(int algorithm, const optimc_hyper *h, optimc_tensor *x)
 
 /* ---- SIMD dispatch: the kernel tables of the level in use ---- */
 
-static const optimc_impl (*level_table(void))[2]
+const optimc_impl (*optimc_level_table(void))[2]
 {
 #ifdef OPTIMC_HAVE_X86_LEVELS
     switch (optimc_get_level()) {
@@ -149,7 +149,7 @@ static const optimc_impl (*level_table(void))[2]
     return optimc_table_baseline;
 }
 
-static const optimc_aux *level_aux(void)
+const optimc_aux *optimc_level_aux(void)
 {
 #ifdef OPTIMC_HAVE_X86_LEVELS
     switch (optimc_get_level()) {
@@ -256,23 +256,12 @@ static void finish_reductions(const step_job *job, const optimc_hyper *groups)
     }
 }
 
-/* The guard: the grads' global L2 norm and finiteness in one pass (in a
- * fixed order, so every thread count sees the same norm), then the factor
- * the grads are read with. Returns 1 if the step must be skipped. */
-static int apply_guard(const optimc_guard *guard, optimc_tensor *tensors, size_t n_tensors,
-                       optimc_step_report *report)
+int optimc_guard_verdict(const optimc_guard *guard, int measured, double sumsq, int finite,
+                         optimc_tensor *tensors, size_t n_tensors, optimc_step_report *report)
 {
     double scale = 1.0, clip = guard ? guard->clip_value : 0.0;
-    if (guard && (guard->max_grad_norm > 0 || guard->skip_nonfinite)) {
-        const optimc_aux *aux = level_aux();
-        double sumsq = 0.0;
-        int finite = 1;
-        for (size_t t = 0; t < n_tensors; t++)
-            aux->grad_norm_acc[tensors[t].dtype](tensors[t].grad, 0, tensors[t].n, 2.0, &sumsq);
+    if (measured) {
         double norm = sqrt(sumsq);
-        if (!isfinite(sumsq))
-            for (size_t t = 0; t < n_tensors && finite; t++)
-                finite = aux->all_finite[tensors[t].dtype](tensors[t].grad, 0, tensors[t].n);
         report->norm_measured = 1;
         report->grad_norm = norm;
         /* an overflowing norm of finite grads would clip them to zero: skip that too */
@@ -289,6 +278,25 @@ static int apply_guard(const optimc_guard *guard, optimc_tensor *tensors, size_t
     return 0;
 }
 
+/* The guard: the grads' global L2 norm and finiteness in one pass (in a
+ * fixed order, so every thread count sees the same norm), then the factor
+ * the grads are read with. Returns 1 if the step must be skipped. */
+static int apply_guard(const optimc_guard *guard, optimc_tensor *tensors, size_t n_tensors,
+                       optimc_step_report *report)
+{
+    int measured = guard && (guard->max_grad_norm > 0 || guard->skip_nonfinite), finite = 1;
+    double sumsq = 0.0;
+    if (measured) {
+        const optimc_aux *aux = optimc_level_aux();
+        for (size_t t = 0; t < n_tensors; t++)
+            aux->grad_norm_acc[tensors[t].dtype](tensors[t].grad, 0, tensors[t].n, 2.0, &sumsq);
+        if (!isfinite(sumsq))
+            for (size_t t = 0; t < n_tensors && finite; t++)
+                finite = aux->all_finite[tensors[t].dtype](tensors[t].grad, 0, tensors[t].n);
+    }
+    return optimc_guard_verdict(guard, measured, sumsq, finite, tensors, n_tensors, report);
+}
+
 void optimc_step(int algorithm, const optimc_hyper *groups, optimc_tensor *tensors, size_t n_tensors,
                  const optimc_guard *guard, optimc_step_report *report)
 {
@@ -299,7 +307,7 @@ void optimc_step(int algorithm, const optimc_hyper *groups, optimc_tensor *tenso
         report->skipped = 1;
         return;
     }
-    step_job job = {level_table()[algorithm], level_aux(), tensors, n_tensors, 0};
+    step_job job = {optimc_level_table()[algorithm], optimc_level_aux(), tensors, n_tensors, 0};
     size_t bytes = 0;
     double prev_scalars[OPTIMC_MAX_SCALARS] = {0};   /* the previous tensor's, before its prepare */
     for (size_t t = 0; t < n_tensors; t++) {
@@ -355,7 +363,7 @@ static void stream_task(void *arg, int k, int n_workers)
 
 void optimc_stream(int dtype, void *const *arrays, int n_read, int n_write, size_t n)
 {
-    stream_job job = {level_aux(), dtype, n_read, n_write, arrays, n};
+    stream_job job = {optimc_level_aux(), dtype, n_read, n_write, arrays, n};
     int threads = optimc_get_num_threads();
     size_t bytes = n * (dtype == OPTIMC_FLOAT32 ? 4 : 8) * (size_t)(n_read + n_write);
     if (threads > 1 && bytes >= optimc_get_thread_threshold()) optimc_pool_run(stream_task, &job, threads);
@@ -365,7 +373,7 @@ void optimc_stream(int dtype, void *const *arrays, int n_read, int n_write, size
 void optimc_grad_stats(const optimc_buffer *bufs, size_t n_bufs, double norm_type,
                        double *total, int *all_finite)
 {
-    const optimc_aux *aux = level_aux();
+    const optimc_aux *aux = optimc_level_aux();
     double acc = 0.0;
     for (size_t b = 0; b < n_bufs; b++)
         aux->grad_norm_acc[bufs[b].dtype](bufs[b].data, 0, bufs[b].n, norm_type, &acc);
@@ -380,14 +388,14 @@ void optimc_grad_stats(const optimc_buffer *bufs, size_t n_bufs, double norm_typ
 
 void optimc_scale_clip(optimc_buffer *bufs, size_t n_bufs, int mode, double value)
 {
-    const optimc_aux *aux = level_aux();
+    const optimc_aux *aux = optimc_level_aux();
     for (size_t b = 0; b < n_bufs; b++)
         aux->scale_clip[bufs[b].dtype](bufs[b].data, 0, bufs[b].n, mode, value);
 }
 
 void optimc_ema(optimc_buffer *avg, const optimc_buffer *params, size_t n_bufs, double weight)
 {
-    const optimc_aux *aux = level_aux();
+    const optimc_aux *aux = optimc_level_aux();
     for (size_t b = 0; b < n_bufs; b++)
         aux->ema[avg[b].dtype](avg[b].data, params[b].data, 0, avg[b].n, weight);
 }

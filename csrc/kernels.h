@@ -28,6 +28,16 @@ typedef struct {
 } optimc_aux;
 
 /* Indexed like optimc_algorithms (the order of rules/all.h), then by dtype. */
+/* The kernel tables and helpers of the SIMD level in use (engine.c). */
+const optimc_impl (*optimc_level_table(void))[2];
+const optimc_aux *optimc_level_aux(void);
+
+/* The guard's verdict (engine.c), shared by the dense and the row-sparse step:
+ * from the grads' sum of squares and finiteness (when `measured`), fill the
+ * report and every tensor's grad scale and clip; 1 if the step must be skipped. */
+int optimc_guard_verdict(const optimc_guard *guard, int measured, double sumsq, int finite,
+                         optimc_tensor *tensors, size_t n_tensors, optimc_step_report *report);
+
 extern const optimc_impl optimc_table_baseline[][2];
 extern const optimc_aux optimc_aux_baseline;
 #if defined(__x86_64__) && defined(__GNUC__)

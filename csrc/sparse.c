@@ -178,28 +178,6 @@ int optimc_sparse_accepts(int algorithm, const optimc_hyper *h, const char **opt
 
 /* ---- the step ---- */
 
-static const optimc_impl *impl_of(int algorithm)
-{
-#ifdef OPTIMC_HAVE_X86_LEVELS
-    switch (optimc_get_level()) {
-    case OPTIMC_AVX512: return optimc_table_avx512[algorithm];
-    case OPTIMC_AVX2: return optimc_table_avx2[algorithm];
-    }
-#endif
-    return optimc_table_baseline[algorithm];
-}
-
-static const optimc_aux *aux_of(void)
-{
-#ifdef OPTIMC_HAVE_X86_LEVELS
-    switch (optimc_get_level()) {
-    case OPTIMC_AVX512: return &optimc_aux_avx512;
-    case OPTIMC_AVX2: return &optimc_aux_avx2;
-    }
-#endif
-    return &optimc_aux_baseline;
-}
-
 /* How far apart consecutive rows of state buffer k are, in elements. */
 static size_t state_row_stride(const optimc_algorithm *alg, int k, size_t row_len)
 {
@@ -299,11 +277,10 @@ static void dense_task(void *arg, int k, int n_workers)
 static int guard_step(const optimc_guard *guard, optimc_tensor *tensors, optimc_sparse *const *sparse,
                       size_t n_tensors, optimc_step_report *report)
 {
-    double scale = 1.0, clip = guard ? guard->clip_value : 0.0;
-    if (guard && (guard->max_grad_norm > 0 || guard->skip_nonfinite)) {
-        const optimc_aux *aux = aux_of();
-        double sumsq = 0.0;
-        int finite = 1;
+    int measured = guard && (guard->max_grad_norm > 0 || guard->skip_nonfinite), finite = 1;
+    double sumsq = 0.0;
+    if (measured) {
+        const optimc_aux *aux = optimc_level_aux();
         for (size_t t = 0; t < n_tensors; t++) {
             const optimc_tensor *x = &tensors[t];
             const optimc_sparse *s = sparse[t];
@@ -317,20 +294,8 @@ static int guard_step(const optimc_guard *guard, optimc_tensor *tensors, optimc_
                 if (finite) finite = aux->all_finite[x->dtype](s->grad[r], 0, s->row_len);
             }
         }
-        double norm = sqrt(sumsq);
-        report->norm_measured = 1;
-        report->grad_norm = norm;
-        if (guard->skip_nonfinite && (!finite || !isfinite(norm))) return 1;
-        if (guard->max_grad_norm > 0) {
-            double coef = guard->max_grad_norm / (norm + 1e-6);
-            if (coef < 1.0) scale = coef;
-        }
     }
-    for (size_t t = 0; t < n_tensors; t++) {
-        tensors[t].grad_scale = scale;
-        tensors[t].grad_clip = clip > 0 ? clip : 0.0;
-    }
-    return 0;
+    return optimc_guard_verdict(guard, measured, sumsq, finite, tensors, n_tensors, report);
 }
 
 void optimc_sparse_step(int algorithm, const optimc_hyper *groups, optimc_tensor *tensors,
@@ -347,7 +312,7 @@ void optimc_sparse_step(int algorithm, const optimc_hyper *groups, optimc_tensor
         return;
     }
     const optimc_algorithm *alg = &optimc_algorithms[algorithm];
-    const optimc_impl *impl = impl_of(algorithm);
+    const optimc_impl *impl = optimc_level_table()[algorithm];
     int threads = optimc_get_num_threads(), rowwise = is_rowwise(alg);
     size_t threshold = optimc_get_thread_threshold();
     for (size_t t = 0; t < n_tensors; t++) {
