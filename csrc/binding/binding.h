@@ -76,6 +76,8 @@ size_t nbytes_of(const optimc_tensor *x);
 /* The bytes of tensor x's state buffer k (its layout's elements, x's dtype; for
  * compressed state its codes, without the 8-bit block scales). */
 size_t state_nbytes(const Engine *self, const optimc_tensor *x, int k);
+/* Raise (naming state[i]) and return 1 when param i's step counter is at OPTIMC_MAX_STEP. */
+int step_at_limit(Engine *self, Py_ssize_t i);
 /* "grads[3]" or "grads['W']" as a new str */
 PyObject *engine_label(Engine *self, const char *what, Py_ssize_t i);
 void engine_raise(Engine *self, PyObject *exc, const char *what, Py_ssize_t i, const char *fmt, ...);

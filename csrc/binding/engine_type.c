@@ -494,6 +494,15 @@ fail:
 
 /* ---- the step ---- */
 
+int step_at_limit(Engine *self, Py_ssize_t i)
+{
+    if (self->tensors[i].step < OPTIMC_MAX_STEP) return 0;
+    engine_raise(self, PyExc_ValueError, "state", i,
+                 "step: the counter is at its limit (2**53 steps); load a checkpoint with a "
+                 "smaller step to go on");
+    return 1;
+}
+
 static void release_held(Engine *self, Py_ssize_t n)
 {
     for (Py_ssize_t i = 0; i < n; i++) Py_CLEAR(self->held[i]);
@@ -607,12 +616,7 @@ static int check_grads(Engine *self)
             Py_XDECREF(lab);
             return -1;
         }
-        if (x->step >= OPTIMC_MAX_STEP) {
-            engine_raise(self, PyExc_ValueError, "state", i,
-                         "step: the counter is at its limit (2**53 steps); load a checkpoint with a "
-                         "smaller step to go on");
-            return -1;
-        }
+        if (step_at_limit(self, i)) return -1;
         x->grad = PyArray_DATA(g);
     }
     if (self->n_steps >= OPTIMC_MAX_STEP || self->skipped_steps >= OPTIMC_MAX_STEP) {

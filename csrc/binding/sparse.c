@@ -256,12 +256,7 @@ int sparse_check_grad(Engine *self, Py_ssize_t i, PyObject *o)
         Py_XDECREF(full);
         return -1;
     }
-    if (x->step >= OPTIMC_MAX_STEP) {
-        engine_raise(self, PyExc_ValueError, "state", i,
-                     "step: the counter is at its limit (2**53 steps); load a checkpoint with a "
-                     "smaller step to go on");
-        return -1;
-    }
+    if (step_at_limit(self, i)) return -1;
     optimc_sparse *s = &self->sparse->plans[i];
     memset(s, 0, sizeof *s);
     s->indices = PyArray_DATA(idx);
