@@ -56,12 +56,14 @@
     { name##_SCALARS(OPTIMC_SCALAR_INIT) }, \
     name##_state_mask, name##_state_init
 #define OPTIMC_LIST(name) { OPTIMC_ENTRY(name), 0 },
-#define OPTIMC_LIST_REDUCING(name) { OPTIMC_ENTRY(name), (0 name##_SUMS(OPTIMC_ONE)) },
+#define OPTIMC_LIST_REDUCING(name) { OPTIMC_ENTRY(name), (0 name##_SUMS(OPTIMC_ONE)), 1 },
+#define OPTIMC_LIST_TWO_PASS(name) { OPTIMC_ENTRY(name), (0 name##_SUMS(OPTIMC_ONE)), 2 },
 const optimc_algorithm optimc_algorithms[] = {
 #include "rules/all.h"
 };
 #undef OPTIMC_LIST
 #undef OPTIMC_LIST_REDUCING
+#undef OPTIMC_LIST_TWO_PASS
 #undef OPTIMC_ENTRY
 const int optimc_n_algorithms = (int)(sizeof optimc_algorithms / sizeof optimc_algorithms[0]);
 
@@ -106,6 +108,44 @@ int optimc_layout_shape(optimc_layout layout, const optimc_tensor *x, size_t *di
         return nd;
     }
     return -1;
+}
+
+/* ---- per-tensor reductions: chunks fixed by the tensor's size ---- */
+
+static size_t reduce_chunks(size_t n)
+{
+    size_t c = (n + OPTIMC_REDUCE_MIN_CHUNK - 1) / OPTIMC_REDUCE_MIN_CHUNK;
+    return c < 1 ? 1 : (c > OPTIMC_REDUCE_CHUNKS ? OPTIMC_REDUCE_CHUNKS : c);
+}
+
+void optimc_factored_chunks(const optimc_tensor *x, optimc_factored *f)
+{
+    f->rows = x->ndim >= 2 ? x->dims[x->ndim - 2] : 1;
+    f->cols = x->ndim >= 2 ? x->dims[x->ndim - 1] : x->n;
+    f->matrices = 1;
+    for (int d = 0; d + 2 < x->ndim; d++) f->matrices *= x->dims[d];
+    size_t chunks = reduce_chunks(x->n);
+    if (x->n == 0 || f->matrices >= chunks) {   /* whole matrices per chunk */
+        f->chunks = chunks;
+        f->pieces = 0;
+    } else {                                     /* each matrix cut into runs of rows, none empty */
+        f->pieces = chunks / f->matrices < f->rows ? chunks / f->matrices : f->rows;
+        f->chunks = f->pieces * f->matrices;
+    }
+}
+
+/* A two-pass rule's tensors of ndim >= 2 take factored chunks. */
+static int factored(int algorithm, const optimc_tensor *x)
+{
+    return optimc_algorithms[algorithm].n_passes == 2 && x->ndim >= 2;
+}
+
+size_t optimc_scratch_elements(int algorithm, const optimc_tensor *x)
+{
+    if (!factored(algorithm, x) || x->n == 0) return 0;
+    optimc_factored f;
+    optimc_factored_chunks(x, &f);
+    return f.chunks * (f.cols + 1);
 }
 
 size_t optimc_state_elements(int algorithm, const optimc_tensor *x, int k)
@@ -204,14 +244,6 @@ static void step_task(void *arg, int k, int n_workers)
     }
 }
 
-/* ---- per-tensor reductions: chunks fixed by the tensor's size ---- */
-
-static size_t reduce_chunks(size_t n)
-{
-    size_t c = (n + OPTIMC_REDUCE_MIN_CHUNK - 1) / OPTIMC_REDUCE_MIN_CHUNK;
-    return c < 1 ? 1 : (c > OPTIMC_REDUCE_CHUNKS ? OPTIMC_REDUCE_CHUNKS : c);
-}
-
 /* The first element of chunk c of n elements (c = chunks: n), on a
  * multiple of SPLIT_ALIGN. */
 static size_t chunk_start(size_t n, size_t c, size_t chunks)
@@ -221,38 +253,76 @@ static size_t chunk_start(size_t n, size_t c, size_t chunks)
     return at < n ? at : n;
 }
 
-/* The first pass: worker k of n_workers reduces the chunks whose first
+/* The chunks of tensor x in a reduce pass: their number, and chunk c's
+ * range [*lo, *hi) (factored chunks for two-pass rules, see optimc.h). */
+static size_t chunk_count(int two_pass, const optimc_tensor *x)
+{
+    if (!two_pass || x->ndim < 2) return reduce_chunks(x->n);
+    optimc_factored f;
+    optimc_factored_chunks(x, &f);
+    return f.chunks;
+}
+
+static void chunk_range(int two_pass, const optimc_tensor *x, size_t c, size_t chunks, size_t *lo, size_t *hi)
+{
+    if (!two_pass || x->ndim < 2) {
+        *lo = chunk_start(x->n, c, chunks);
+        *hi = chunk_start(x->n, c + 1, chunks);
+        return;
+    }
+    optimc_factored f;
+    optimc_factored_chunks(x, &f);
+    size_t matrix = f.rows * f.cols;
+    if (f.pieces == 0) {
+        *lo = f.matrices * c / chunks * matrix;
+        *hi = f.matrices * (c + 1) / chunks * matrix;
+    } else {
+        size_t m = c / f.pieces, piece = c % f.pieces;
+        *lo = m * matrix + f.rows * piece / f.pieces * f.cols;
+        *hi = m * matrix + f.rows * (piece + 1) / f.pieces * f.cols;
+    }
+}
+
+/* A reduce pass: worker k of n_workers reduces the chunks whose first
  * element (counted over all tensors) falls in its share, each into its own
  * x->partial[c] — so every chunk is reduced whole, by one thread. */
+typedef struct {
+    const step_job *job;
+    int pass, two_pass;
+} reduce_job;
+
 static void reduce_task(void *arg, int k, int n_workers)
 {
-    const step_job *job = arg;
+    const reduce_job *rj = arg;
+    const step_job *job = rj->job;
     size_t lo = k == 0 ? 0 : (size_t)((double)job->total * k / n_workers);
     size_t hi = k + 1 == n_workers ? SIZE_MAX : (size_t)((double)job->total * (k + 1) / n_workers);
     size_t off = 0;
     for (size_t t = 0; t < job->n_tensors; t++) {
         optimc_tensor *x = &job->tensors[t];
-        size_t chunks = reduce_chunks(x->n);
+        size_t chunks = chunk_count(rj->two_pass, x);
         for (size_t c = 0; c < chunks; c++) {
-            size_t a = chunk_start(x->n, c, chunks), b = chunk_start(x->n, c + 1, chunks);
+            size_t a, b;
+            chunk_range(rj->two_pass, x, c, chunks, &a, &b);
             if (off + a < lo || off + a >= hi) continue;
             for (int j = 0; j < OPTIMC_MAX_SUMS; j++) x->partial[c][j] = 0.0;
-            if (a < b) job->impl[x->dtype].reduce(x, a, b, x->partial[c]);
+            if (a < b) job->impl[x->dtype].reduce[rj->pass](x, c, a, b, x->partial[c]);
         }
         off += x->n;
     }
 }
 
 /* Each tensor's totals, added in chunk order, into its step's constants. */
-static void finish_reductions(const step_job *job, const optimc_hyper *groups)
+static void finish_reductions(const reduce_job *rj, const optimc_hyper *groups)
 {
+    const step_job *job = rj->job;
     for (size_t t = 0; t < job->n_tensors; t++) {
         optimc_tensor *x = &job->tensors[t];
         double sums[OPTIMC_MAX_SUMS] = {0};
-        size_t chunks = reduce_chunks(x->n);
+        size_t chunks = chunk_count(rj->two_pass, x);
         for (size_t c = 0; c < chunks; c++)
             for (int j = 0; j < OPTIMC_MAX_SUMS; j++) sums[j] += x->partial[c][j];
-        job->impl[x->dtype].finish(&groups[x->group], x, sums);
+        job->impl[x->dtype].finish[rj->pass](&groups[x->group], x, sums);
     }
 }
 
@@ -335,10 +405,12 @@ void optimc_step(int algorithm, const optimc_hyper *groups, optimc_tensor *tenso
     }
     int threads = optimc_get_num_threads();
     int split = threads > 1 && bytes >= optimc_get_thread_threshold();
-    if (job.impl[OPTIMC_FLOAT32].reduce) {   /* both dtypes of a rule have it or neither */
-        if (split) optimc_pool_run(reduce_task, &job, threads);
-        else reduce_task(&job, 0, 1);
-        finish_reductions(&job, groups);
+    int passes = optimc_algorithms[algorithm].n_passes;
+    for (int pass = 0; pass < passes; pass++) {   /* then each tensor's sums, in chunk order */
+        reduce_job rj = {&job, pass, passes == 2};
+        if (split) optimc_pool_run(reduce_task, &rj, threads);
+        else reduce_task(&rj, 0, 1);
+        finish_reductions(&rj, groups);
     }
     if (split) optimc_pool_run(step_task, &job, threads);
     else step_task(&job, 0, 1);

@@ -6,15 +6,16 @@
 typedef void (*optimc_prepare_fn)(const optimc_hyper *h, optimc_tensor *x);
 typedef void (*optimc_kernel_fn)(const optimc_tensor *x, size_t lo, size_t hi);
 
-typedef void (*optimc_reduce_fn)(const optimc_tensor *x, size_t lo, size_t hi, double *sums);
+/* A reduce pass over chunk `chunk` of x, elements [lo, hi) (see rules/describe.h). */
+typedef void (*optimc_reduce_fn)(const optimc_tensor *x, size_t chunk, size_t lo, size_t hi, double *sums);
 typedef void (*optimc_finish_fn)(const optimc_hyper *h, optimc_tensor *x, const double *sums);
 
 typedef struct {
     optimc_prepare_fn prepare;   /* this step's constants into x->coef */
     optimc_kernel_fn kernel;     /* the update of elements [lo, hi) */
-    /* rules with per-tensor reductions only (NULL otherwise): */
-    optimc_reduce_fn reduce;     /* adds elements [lo, hi)'s sums to sums[] */
-    optimc_finish_fn finish;     /* the tensor's totals into x->coef */
+    /* rules with per-tensor reductions only (NULL otherwise), per pass: */
+    optimc_reduce_fn reduce[2];  /* adds a chunk's sums to sums[] */
+    optimc_finish_fn finish[2];  /* the tensor's totals into x->coef */
 } optimc_impl;
 
 typedef struct {

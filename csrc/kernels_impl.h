@@ -21,12 +21,24 @@
     static void SFX(name##_prepare_any)(const optimc_hyper *h, optimc_tensor *x) \
     { SFX(name##_prepare)((const name##_hyper *)(const void *)h, x); }
 
-/* A rule with per-tensor reductions: the same, and its finish likewise. */
+/* A rule with per-tensor reductions: the same, and its finish likewise; its
+ * reduce takes the chunk's range (the chunk's index is for two-pass rules). */
 #define OPTIMC_WRAP_REDUCING(name) \
     OPTIMC_WRAP(name) \
     _Static_assert((0 name##_SUMS(OPTIMC_ONE)) <= OPTIMC_MAX_SUMS, #name ": too many sums"); \
     static void SFX(name##_finish_any)(const optimc_hyper *h, optimc_tensor *x, const double *sums) \
-    { SFX(name##_finish)((const name##_hyper *)(const void *)h, x, sums); }
+    { SFX(name##_finish)((const name##_hyper *)(const void *)h, x, sums); } \
+    static void SFX(name##_reduce_any)(const optimc_tensor *x, size_t chunk, size_t lo, size_t hi, double *sums) \
+    { (void)chunk; SFX(name##_reduce)(x, lo, hi, sums); }
+
+/* A rule with two reduce passes: both finishes with the generic signature. */
+#define OPTIMC_WRAP_TWO_PASS(name) \
+    OPTIMC_WRAP(name) \
+    _Static_assert((0 name##_SUMS(OPTIMC_ONE)) <= OPTIMC_MAX_SUMS, #name ": too many sums"); \
+    static void SFX(name##_finish_any)(const optimc_hyper *h, optimc_tensor *x, const double *sums) \
+    { SFX(name##_finish)((const name##_hyper *)(const void *)h, x, sums); } \
+    static void SFX(name##_finish2_any)(const optimc_hyper *h, optimc_tensor *x, const double *sums) \
+    { SFX(name##_finish2)((const name##_hyper *)(const void *)h, x, sums); }
 
 /* ---- float ---- */
 #define T float
@@ -40,9 +52,11 @@
 #include "rules/all.h"
 #define OPTIMC_LIST OPTIMC_WRAP
 #define OPTIMC_LIST_REDUCING OPTIMC_WRAP_REDUCING
+#define OPTIMC_LIST_TWO_PASS OPTIMC_WRAP_TWO_PASS
 #include "rules/all.h"   /* a second time, in OPTIMC_LIST mode: the wrappers */
 #undef OPTIMC_LIST
 #undef OPTIMC_LIST_REDUCING
+#undef OPTIMC_LIST_TWO_PASS
 #undef T
 #undef SFX
 #undef SQRT
@@ -60,9 +74,11 @@
 #include "rules/all.h"
 #define OPTIMC_LIST OPTIMC_WRAP
 #define OPTIMC_LIST_REDUCING OPTIMC_WRAP_REDUCING
+#define OPTIMC_LIST_TWO_PASS OPTIMC_WRAP_TWO_PASS
 #include "rules/all.h"
 #undef OPTIMC_LIST
 #undef OPTIMC_LIST_REDUCING
+#undef OPTIMC_LIST_TWO_PASS
 #undef T
 #undef SFX
 #undef SQRT
@@ -71,13 +87,19 @@
 #define OPTIMC_LIST(name) { { name##_prepare_any_f32, name##_kernel_f32 }, \
                             { name##_prepare_any_f64, name##_kernel_f64 } },
 #define OPTIMC_LIST_REDUCING(name) \
-    { { name##_prepare_any_f32, name##_kernel_f32, name##_reduce_f32, name##_finish_any_f32 }, \
-      { name##_prepare_any_f64, name##_kernel_f64, name##_reduce_f64, name##_finish_any_f64 } },
+    { { name##_prepare_any_f32, name##_kernel_f32, { name##_reduce_any_f32 }, { name##_finish_any_f32 } }, \
+      { name##_prepare_any_f64, name##_kernel_f64, { name##_reduce_any_f64 }, { name##_finish_any_f64 } } },
+#define OPTIMC_LIST_TWO_PASS(name) \
+    { { name##_prepare_any_f32, name##_kernel_f32, { name##_reduce_f32, name##_reduce2_f32 }, \
+        { name##_finish_any_f32, name##_finish2_any_f32 } }, \
+      { name##_prepare_any_f64, name##_kernel_f64, { name##_reduce_f64, name##_reduce2_f64 }, \
+        { name##_finish_any_f64, name##_finish2_any_f64 } } },
 const optimc_impl OPTIMC_TABLE[][2] = {
 #include "rules/all.h"
 };
 #undef OPTIMC_LIST
 #undef OPTIMC_LIST_REDUCING
+#undef OPTIMC_LIST_TWO_PASS
 
 const optimc_aux OPTIMC_AUX = {
     { stream_f32, stream_f64 },

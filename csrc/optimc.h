@@ -40,6 +40,21 @@ typedef enum {
 #define OPTIMC_REDUCE_CHUNKS 16
 #define OPTIMC_REDUCE_MIN_CHUNK 4096
 #define OPTIMC_MAX_DIMS 64      /* dimensions of a param (NumPy's own limit) */
+/* Factored chunks (rules with two reduce passes, such as Adafactor's, whose
+ * sums run along rows and columns of a param's last two dims): a param of
+ * ndim >= 2 is `matrices` matrices (the leading dims) of `rows` x `cols`
+ * (its last two dims). Its reduce chunks (still at most
+ * OPTIMC_REDUCE_CHUNKS, their count from its size alone) hold whole matrices
+ * when there are at least as many matrices as chunks (chunk c: matrices
+ * [matrices*c/chunks, matrices*(c+1)/chunks)), otherwise `pieces` non-empty
+ * runs of whole rows of each matrix (chunk c: matrix c / pieces, rows
+ * [rows*p/pieces, rows*(p+1)/pieces) for p = c % pieces). An empty param has
+ * one empty chunk. Below 2-D the chunks are the ordinary ones. */
+typedef struct {
+    size_t matrices, rows, cols;
+    size_t chunks;      /* chunks of this tensor */
+    size_t pieces;      /* chunks per matrix; 0 when chunks hold whole matrices */
+} optimc_factored;
 
 /* A step counter never exceeds this: the rules compute with t as a double,
  * exact up to 2^53, and a step that would pass it is refused. */
@@ -77,6 +92,9 @@ typedef struct {
     float *state_absmax[OPTIMC_MAX_STATE];  /* 8-bit only */
     /* scratch of rules with per-tensor reductions: chunk c's partial sums */
     double partial[OPTIMC_REDUCE_CHUNKS][OPTIMC_MAX_SUMS];
+    /* scratch of rules with factored chunks (optimc_scratch_elements
+     * doubles, allocated by the caller beside the state; NULL if none) */
+    double *scratch;
 } optimc_tensor;
 
 /* How a tensor's state buffers are stored. Native: the param's dtype.
@@ -126,6 +144,9 @@ typedef struct {
      * rules/describe.h): the step then reads params, grads and state once
      * more than other rules do. */
     int n_sums;
+    /* Reduce passes before the update (0, 1, or 2 for a rule listed with
+     * OPTIMC_LIST_TWO_PASS, whose chunks are factored, see optimc_factored). */
+    int n_passes;
 } optimc_algorithm;
 
 /* The registry: optimc_algorithms[0 .. optimc_n_algorithms). */
@@ -144,6 +165,14 @@ int optimc_hyper_index(int algorithm, const char *name);
 int optimc_layout_shape(optimc_layout layout, const optimc_tensor *x, size_t *dims, size_t *elements);
 /* optimc_state_elements: the element count of state buffer k of tensor x. */
 size_t optimc_state_elements(int algorithm, const optimc_tensor *x, int k);
+
+/* optimc_factored_chunks: the factored chunk geometry of tensor x (ndim >= 2). */
+void optimc_factored_chunks(const optimc_tensor *x, optimc_factored *f);
+/* optimc_scratch_elements: the doubles of scratch tensor x needs under
+ * `algorithm` (0 for most): chunks * (cols + 1) for a factored tensor of a
+ * two-pass rule, room for one row of column sums per chunk and one value per
+ * matrix when chunks hold pieces of matrices. */
+size_t optimc_scratch_elements(int algorithm, const optimc_tensor *x);
 
 /* optimc_init_state: a tensor that has not stepped: step 0, scalars and the
  * state buffers present (state[k] != NULL) at their initial values. */

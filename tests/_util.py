@@ -269,9 +269,13 @@ def torch_default_dtype(dtype):
 
 def torch_grad(opt, g):
     """A torch grad for optimizer `opt` from the NumPy grad g: dense, or for
-    SparseAdam (which takes only sparse grads) sparse with every row given."""
+    SparseAdam (which takes only sparse grads) sparse with every row given.
+    None (torch skips the param) for an empty param of Adafactor, whose step
+    divides by the param's size: an empty param never changes anyway."""
     import torch
 
+    if np.size(g) == 0 and isinstance(opt, getattr(torch.optim, "Adafactor", ())):
+        return None
     grad = torch.from_numpy(np.array(g, copy=True))
     if isinstance(opt, torch.optim.SparseAdam):
         grad = grad.to_sparse(min(1, grad.ndim))
@@ -308,6 +312,8 @@ class TorchRun:
         return [p.detach().numpy() for p in self.tparams]
 
     def buffer(self, i: int, buf: str):
+        if buf not in self.opt.state[self.tparams[i]] and self.tparams[i].numel() == 0:
+            return self.tparams[i].detach().numpy()   # never stepped (torch_grad): empty like the param
         v = self.opt.state[self.tparams[i]][buf]
         return float(v) if v.ndim == 0 and self.tparams[i].ndim != 0 else v.detach().numpy()
 

@@ -701,6 +701,58 @@ describe("RowWiseAdagrad", rowwise_adagrad_update,
          torch=None)
 
 
+def adafactor_update(p, g, st, h):
+    """torch.optim.Adafactor: w = t^beta2_decay; rho = min(lr, 1/sqrt(t));
+    alpha = max(eps2, RMS(p)) * rho (p before the decay); p <- p(1 - lr*wd);
+    ndim >= 2: row_var <- lerp(row_var, mean(g^2, -1), w), col_var <- lerp(col_var,
+    mean(g^2, -2), w), V = row_var*col_var / max(mean(row_var, -2), eps1);
+    else variance <- lerp(variance, g^2, w), V = variance;
+    U = g / sqrt(max(V, eps1^2)); p <- p - alpha/max(1, RMS(U)/d) * U.
+    eps1 None: the dtype's machine epsilon. Means and norms summed in float64."""
+    factored = p.ndim >= 2
+    if "row_var" not in st and "variance" not in st:
+        if factored:
+            st["row_var"] = np.zeros(p.shape[:-1] + (1,), p.dtype)
+            st["col_var"] = np.zeros(p.shape[:-2] + (1, p.shape[-1]), p.dtype)
+        else:
+            st["variance"] = np.zeros_like(p)
+    if p.size == 0:
+        return   # torch cannot step an empty param (it divides by its size); nothing to change
+    g = -g if h["maximize"] else g
+    t = st["step"]
+    eps1, eps2 = h["eps"]
+    if eps1 is None:
+        eps1 = float(np.finfo(p.dtype).eps)
+    w = t ** h["beta2_decay"]
+    rho = min(h["lr"], 1 / t ** 0.5)
+    rms = lambda x: float(_c(_norm(x), p)) / x.size ** 0.5  # noqa: E731  (torch's norm, in the dtype)
+    alpha = max(eps2, rms(p)) * rho
+    if h["weight_decay"] != 0:
+        _set(p, p * _c(1 - h["lr"] * h["weight_decay"], p))
+    g64 = np.asarray(g, np.float64)
+    if factored:
+        rv, cv = st["row_var"], st["col_var"]
+        _set(rv, _lerp(rv, (g64 * g64).mean(axis=-1, keepdims=True).astype(p.dtype), w))
+        _set(cv, _lerp(cv, (g64 * g64).mean(axis=-2, keepdims=True).astype(p.dtype), w))
+        mean = np.asarray(rv, np.float64).mean(axis=-2, keepdims=True).astype(p.dtype)
+        var = (rv * cv) / np.maximum(mean, _c(eps1, p))
+    else:
+        v = st["variance"]
+        _set(v, _lerp(v, g * g, w))
+        var = v.copy()
+    u = (_c(1.0, p) / np.sqrt(np.maximum(var, _c(eps1 * eps1, p)))) * g
+    denom = max(1.0, rms(u) / h["d"])
+    _set(p, p + _c(-alpha / denom, p) * u)
+
+
+describe("Adafactor", adafactor_update,
+         grids=[(dict(lr=0.01), dict(eps=[(None, 1e-3), (0.3, 1e-3)], weight_decay=WD, maximize=MAX,
+                                     d=[1.0, 1.5])),
+                (dict(lr=0.05), dict(beta2_decay=[-0.8, -0.5], eps=[(None, 1e-3), (None, 0.5)]))],
+         rich=dict(lr=0.12, weight_decay=0.05, eps=(None, 1e-2), d=1.2),
+         second_group=dict(beta2_decay=-0.6, eps=(1e-20, 1e-3), maximize=True))
+
+
 class _Rules(Mapping):
     """Class name -> its reference update (from ALGORITHMS)."""
 

@@ -454,6 +454,9 @@ static PyObject *Engine_add_group(Engine *self, PyObject *args)
             per[k] += scales;
             total += per[k];
         }
+        /* a two-pass rule's factored tensors: the reduction scratch after the buffers */
+        size_t scratch = optimc_scratch_elements(self->algorithm, x) * sizeof(double);
+        total += scratch;
         void *block = NULL;
         if (total && posix_memalign(&block, STATE_ALIGN, total) != 0) {
             PyErr_NoMemory();
@@ -467,6 +470,7 @@ static PyObject *Engine_add_group(Engine *self, PyObject *args)
             x->state_absmax[k] = (mask & (1u << k)) && scales ? (float *)(cursor + per[k] - scales) : NULL;
             cursor += per[k];
         }
+        x->scratch = scratch ? (double *)(void *)cursor : NULL;
         x->group = (int)self->n_groups;
         x->grad_scale = 1.0;
         regions_insert(self, x->param, nbytes_of(x), base + j, 0);
@@ -746,6 +750,8 @@ static PyObject *Engine_get_state_bytes(Engine *self, void *c)
             if (self->tensors[i].state[k])
                 total += state_nbytes(self, &self->tensors[i], k)
                          + (self->tensors[i].state_absmax[k] ? optimc_qblocks(self->tensors[i].n) * sizeof(float) : 0);
+    for (Py_ssize_t i = 0; i < self->n_tensors; i++)   /* and reduction scratch (Adafactor's) */
+        total += optimc_scratch_elements(self->algorithm, &self->tensors[i]) * sizeof(double);
     return PyLong_FromSize_t(total);
 }
 

@@ -19,3 +19,4 @@
 #include "adamw_schedule_free.h"
 #include "sparse_adam.h"
 #include "rowwise_adagrad.h"
+#include "adafactor.h"

@@ -41,6 +41,7 @@ _ROWS: Dict[str, Tuple[float, ...]] = {
     "AdamWScheduleFree": (0.1, 1.0,    0.1,       1e-2,            0.3),
     "SparseAdam": (0.1,        0.3,    0.1,       3e-3,            3e-2),
     "RowWiseAdagrad": (1.0,    1.0,    1.0,       0.1,             3.0),
+    "Adafactor":  (1.0,        1.0,    1e-2,      1e-2,            3e-2),
 }
 
 #: problem name -> {optimizer class name: learning rate}

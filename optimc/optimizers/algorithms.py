@@ -475,3 +475,37 @@ class RowWiseAdagrad(Optimizer):
     def __init__(self, params, lr=0.01, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                  eps=1e-8, decoupled_weight_decay=False, maximize=False, **options):
         super().__init__(params, locals(), **options)
+
+
+def _adafactor_eps(name, value):
+    """(eps1, eps2): eps1 None (the param dtype's machine epsilon) or >= 0, eps2 >= 0."""
+    return _checks.pair(name, value, lambda n, v: None if v is None and n.endswith("[0]")
+                        else _checks.real(n, v, lo=0.0))
+
+
+class Adafactor(Optimizer):
+    """Adafactor (torch.optim.Adafactor's formulas): for params of 2 or more
+    dims, the second moment is factored over the last two dims into running
+    means of g² per row (``row_var``, shape[:-1] + (1,)) and per column
+    (``col_var``, shape[:-2] + (1, C)), so a matrix keeps R + C numbers instead
+    of R·C; below 2-D a full ``variance``. The step is relative to the param's
+    RMS (at least eps[1]) times min(lr, 1/√t), and the update is clipped to an
+    RMS of at most ``d``. ``eps[0]=None`` is the param dtype's machine epsilon.
+    Weight decay is decoupled (θ ← θ(1 − lr·wd)), as in torch."""
+    _kernel = "adafactor"
+    elementwise = False   # factored state and per-tensor RMS: ZeRO-1 cannot shard it
+    _pairs = {"eps": ("eps1", "eps2")}
+    _fixed = {"decoupled_weight_decay": True}
+    _checks = {"beta2_decay": lambda n, v: _checks.real(n, v, hi=0.0),
+               "eps": _adafactor_eps,
+               "d": lambda n, v: _checks.real(n, v, lo=1.0)}
+
+    def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0,
+                 maximize=False, **options):
+        super().__init__(params, locals(), **options)
+
+    def _engine_hyper(self, group):
+        d = super()._engine_hyper(group)
+        if d["eps1"] is None:
+            d["eps1"] = -1.0   # the rule's "None": each param's dtype epsilon
+        return d

@@ -105,9 +105,11 @@ static double *run(int algorithm, int level, int threads, size_t threshold)
     /* every option of every algorithm on, where the algorithm has it */
     static const char *names[] = {"lr", "beta1", "beta2", "eps", "momentum", "alpha", "rho", "momentum_decay",
                                   "weight_decay", "amsgrad", "centered", "lr_decay",
-                                  "b1", "b2", "mask", "weight_decay_mask", "trust_ratio_mask", "trust_coefficient"};
+                                  "b1", "b2", "mask", "weight_decay_mask", "trust_ratio_mask", "trust_coefficient",
+                                  "beta2_decay", "eps1", "eps2", "d"};
     static const double values[] = {1e-3, 0.9, 0.999, 1e-8, 0.9, 0.9, 0.9, 4e-3, 0.01, 1, 1, 0.01,
-                                    0.9, 0.999, 1, 1, 1, 0.01};
+                                    0.9, 0.999, 1, 1, 1, 0.01,
+                                    -0.8, -1, 1e-3, 1};
     for (size_t k = 0; k < sizeof values / sizeof values[0]; k++) set(algorithm, &h, names[k], values[k]);
     optimc_tensor x[NT];
     memset(x, 0, sizeof x);
@@ -222,6 +224,96 @@ static void test_reductions(void)
     free(p); free(g); free(b);
 }
 
+/* Two-pass reductions over factored chunks (Adafactor): params of 2-D to
+ * 4-D, in both chunk modes (whole matrices per chunk; runs of rows of one
+ * matrix, fewer runs than chunks when a matrix has few rows), the factored
+ * state, the reduction scratch: every SIMD level and thread count gives the
+ * same bits. Returns the params followed by the state (malloc'd). */
+enum { FACTORED_NT = 5 };
+static const int factored_ndim[FACTORED_NT] = {2, 3, 2, 3, 4};
+static const size_t factored_dims[FACTORED_NT][4] = {
+    {300, 250}, {40, 3, 1100}, {2, 40000}, {3, 9000, 2}, {2, 3, 5, 7}};
+
+static double *run_factored(int level, int threads, size_t threshold, size_t *out_len)
+{
+    int a = optimc_find_algorithm("adafactor");
+    optimc_hyper h;
+    memset(&h, 0, sizeof h);
+    set(a, &h, "lr", 0.05); set(a, &h, "weight_decay", 0.1); set(a, &h, "beta2_decay", -0.8);
+    set(a, &h, "eps1", -1); set(a, &h, "eps2", 1e-3); set(a, &h, "d", 1.0);
+    optimc_tensor x[FACTORED_NT];
+    memset(x, 0, sizeof x);
+    size_t n_param = 0, n_state = 0, n_scratch = 0;
+    for (int t = 0; t < FACTORED_NT; t++) {
+        x[t].ndim = factored_ndim[t];
+        x[t].n = 1;
+        for (int d = 0; d < x[t].ndim; d++) x[t].n *= (x[t].dims[d] = factored_dims[t][d]);
+        x[t].dtype = OPTIMC_FLOAT64;
+        n_param += x[t].n;
+        n_state += optimc_state_elements(a, &x[t], 0) + optimc_state_elements(a, &x[t], 1);
+        n_scratch += optimc_scratch_elements(a, &x[t]);
+    }
+    double *out = malloc((n_param + n_state) * sizeof(double)), *g = malloc(n_param * sizeof(double));
+    double *scratch = malloc(n_scratch * sizeof(double));
+    for (size_t i = 0; i < n_param; i++) { out[i] = sin(0.1 * (double)i); g[i] = cos(0.37 * (double)i) * (1 + (i % 7)); }
+    size_t po = 0, so = n_param, xo = 0;
+    for (int t = 0; t < FACTORED_NT; t++) {
+        x[t].param = out + po; x[t].grad = g + po; po += x[t].n;
+        for (int k = 0; k < 2; k++) {
+            x[t].state[k] = out + so;
+            so += optimc_state_elements(a, &x[t], k);
+        }
+        x[t].scratch = scratch + xo;
+        xo += optimc_scratch_elements(a, &x[t]);
+        x[t].grad_scale = 1.0;
+        optimc_init_state(a, &h, &x[t]);
+    }
+    optimc_set_level(level);
+    optimc_set_num_threads(threads);
+    optimc_set_thread_threshold(threshold);
+    for (int k = 0; k < 4; k++) optimc_step(a, &h, x, FACTORED_NT, NULL, NULL);
+    optimc_set_num_threads(1);
+    free(g);
+    free(scratch);
+    *out_len = n_param + n_state;
+    return out;
+}
+
+static void test_factored_reductions(void)
+{
+    int a = optimc_find_algorithm("adafactor");
+    CHECK(a >= 0 && optimc_algorithms[a].n_passes == 2 && optimc_algorithms[a].n_sums == 2, "adafactor: 2 passes");
+    CHECK(optimc_algorithms[optimc_find_algorithm("lars")].n_passes == 1, "lars: 1 pass");
+    /* the chunk modes this test covers */
+    optimc_tensor x;
+    memset(&x, 0, sizeof x);
+    optimc_factored f;
+    x.ndim = 2; x.dims[0] = 300; x.dims[1] = 250; x.n = 75000;
+    optimc_factored_chunks(&x, &f);
+    CHECK(f.matrices == 1 && f.pieces == 16 && f.chunks == 16, "300x250: %zu pieces", f.pieces);
+    x.ndim = 3; x.dims[0] = 40; x.dims[1] = 3; x.dims[2] = 1100; x.n = 132000;
+    optimc_factored_chunks(&x, &f);
+    CHECK(f.matrices == 40 && f.pieces == 0 && f.chunks == 16, "40x3x1100: whole matrices");
+    x.ndim = 2; x.dims[0] = 2; x.dims[1] = 40000; x.n = 80000;
+    optimc_factored_chunks(&x, &f);
+    CHECK(f.pieces == 2 && f.chunks == 2, "2x40000: one piece per row");
+    CHECK(optimc_scratch_elements(a, &x) == 2 * 40001, "scratch %zu", optimc_scratch_elements(a, &x));
+    size_t len, len2;
+    double *ref = run_factored(OPTIMC_BASELINE, 1, (size_t)-1, &len);
+    int finite = 1, moved = 0;
+    for (size_t i = 0; i < len; i++) finite &= isfinite(ref[i]) != 0;
+    for (size_t i = 0; i < 1000; i++) moved |= ref[i] != sin(0.1 * (double)i);
+    CHECK(finite && moved, "adafactor factored run: finite %d, params moved %d", finite, moved);
+    for (int level = 0; level <= optimc_cpu_level(); level++)
+        for (int threads = 1; threads <= 3; threads++) {
+            double *q = run_factored(level, threads, 0, &len2);
+            CHECK(len == len2 && memcmp(ref, q, len * sizeof(double)) == 0,
+                  "adafactor factored differs at level %s with %d threads", optimc_level_name(level), threads);
+            free(q);
+        }
+    free(ref);
+}
+
 /* State-buffer layouts: the shapes a buffer takes from its param's shape. */
 static void test_layouts(void)
 {
@@ -251,6 +343,7 @@ int main(void)
     test_guard();
     test_grad_stats();
     test_reductions();
+    test_factored_reductions();
     test_identical_everywhere();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
