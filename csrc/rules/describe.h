@@ -37,6 +37,25 @@
  * optimc_step calls reduce on whole chunks whose boundaries depend only on
  * the tensor's size and adds the chunks' sums in order, so the totals do not
  * depend on the thread count; chunks start on multiples of 16 elements.
+ *
+ * Two reduce passes (a rule whose second sums need what the first pass's
+ * finish made, such as Adafactor's RMS of an update built from the updated
+ * row and column factors). Its first branch is
+ *     #if defined(OPTIMC_LIST_TWO_PASS)
+ *     OPTIMC_LIST_TWO_PASS(<name>)
+ *     #elif defined(OPTIMC_LIST)
+ *     OPTIMC_LIST(<name>)
+ * its description declares <name>_SUMS as above (both passes use those
+ * slots; each pass starts them at 0), and its typed branch has
+ *   <name>_reduce(x, chunk, lo, hi, sums), <name>_finish(h, x, sums)   pass 1
+ *   <name>_reduce2(x, chunk, lo, hi, sums), <name>_finish2(h, x, sums) pass 2
+ * then the kernel. Its params of ndim >= 2 take factored chunks (optimc.h,
+ * optimc_factored): each chunk holds whole matrices or a run of whole rows of
+ * one matrix, so per-row sums stay inside one chunk; `chunk` indexes the
+ * tensor's scratch x->scratch (optimc_scratch_elements doubles: a row of
+ * `cols` doubles per chunk, for per-column partial sums, then one double per
+ * matrix), which a finish may combine in chunk order. Below 2-D the chunks
+ * are the ordinary ones and x->scratch is NULL.
  */
 #ifndef OPTIMC_RULES_DESCRIBE_H
 #define OPTIMC_RULES_DESCRIBE_H
