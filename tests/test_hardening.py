@@ -858,7 +858,7 @@ def _other_value(name, value):
     if isinstance(value, bool):
         return not value
     if isinstance(value, tuple):   # betas, etas, step_sizes: move the first of the pair
-        return (value[0] * 0.5, value[1])
+        return (value[0] * 0.5 if value[0] is not None else 1e-6, value[1])   # Adafactor's eps: (None, ε₂)
     if callable(value):
         return 0.5
     return value * 0.5 if value else 0.05
