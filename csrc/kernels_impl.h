@@ -43,6 +43,7 @@
 #include "rules/all.h"   /* a second time, in OPTIMC_LIST mode: the wrappers */
 #undef OPTIMC_LIST
 #undef OPTIMC_LIST_REDUCING
+#include "halfparam_impl.h"   /* bfloat16/float16 params: around the float kernels */
 #undef T
 #undef SFX
 #undef SQRT
@@ -86,4 +87,5 @@ const optimc_aux OPTIMC_AUX = {
     { scale_clip_f32, scale_clip_f64 },
     { ema_f32, ema_f64 },
     { lowprec_run_f32, lowprec_run_f64 },
+    halfparam_run, halfparam_grad_norm_acc, halfparam_all_finite,
 };

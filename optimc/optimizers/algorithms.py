@@ -323,6 +323,8 @@ class _ScheduleFreeMode:
     does; a param that has not stepped has no z yet and is left as it is."""
 
     _mode_key = "train_mode"
+    _half_params = False
+    _half_params_refusal = "eval() and train() move the params in place in their own dtype"
 
     def _refuse_foreach(self, options):
         if "foreach" in options:
