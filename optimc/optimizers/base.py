@@ -86,8 +86,6 @@ class Optimizer(Checkpointing, Display, _core.Engine):
     _pairs: dict = {"betas": ("beta1", "beta2")}   # pair -> its two C fields
     _hyper_names: tuple = ()   # from the __init__ signature
     _registry: list = []       # every algorithm class, in definition order
-    _half_params: bool = True  # takes bfloat16/float16 params (False: _half_params_refusal says why)
-    _half_params_refusal: str = ""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -220,11 +218,6 @@ class Optimizer(Checkpointing, Display, _core.Engine):
         group = ParamGroup()
         # every value is checked, the defaults too (they are a plain dict)
         dict.update(group, self._check({**self.defaults, **hyper}))
-        if not self._half_params and any(_is_half(a) for a in arrays):
-            i = next(i for i, a in enumerate(arrays) if _is_half(a))
-            label = f"params[{names[i]!r}]" if names else f"params[{self._n_tensors + i}]"
-            raise TypeError(f"{label}: {type(self).__name__} takes float32 or "
-                            f"float64 params only ({self._half_params_refusal}), got {arrays[i].dtype}")
         rounding = 1 if self.master_weights else 2 if self.stochastic_rounding else 0
         self._add_group(arrays, names, self._engine_hyper(group), STATE_FORMATS[self.state_dtype],
                         self.min_8bit_size, rounding, self.seed or 0)
