@@ -384,6 +384,17 @@ def test_load_checks_the_master_weights(fmt):
         plain.load_state_dict(sd)
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_state_saved_in_float32_loads_into_compressed_state(fmt):
+    ps = half_params(fmt, shapes=[(300,)])
+    full = optimc.Adam(ps, lr=1e-3, master_weights=True)
+    full.step(float_grads(1, shapes=[(300,)])[0])
+    small = optimc.Adam([p.copy() for p in ps], lr=1e-3, master_weights=True, state_dtype="bfloat16")
+    small.load_state_dict(full.state_dict())
+    assert np.array_equal(small.state[0]["exp_avg"], _core.bf16_encode(np.array(full.state[0]["exp_avg"])))
+    assert np.array_equal(bits(small.state[0]["master"]), bits(full.state[0]["master"]))
+
+
 # ---- bad input: refused with nothing changed ----
 
 def snapshot(opt, ps):

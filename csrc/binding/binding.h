@@ -133,6 +133,8 @@ const char *half_format_name(int format);
 /* array_check for a param (writeable), 16-bit params included: *format is its
  * optimc_param_format, *dtype the type its rule computes in. */
 array_problem param_array_check(PyObject *o, int *dtype, int *format);
+/* array_raise for a param: a wrong dtype's message names the 16-bit ones too. */
+void param_array_raise(array_problem problem, PyObject *o, PyObject *label);
 /* The bytes of tensor x's param (2 per element for 16-bit params). */
 size_t param_nbytes(const optimc_tensor *x);
 /* x->master <- the param's values (exact). */

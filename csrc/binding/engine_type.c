@@ -439,7 +439,7 @@ static PyObject *Engine_add_group(Engine *self, PyObject *args)
         array_problem pr = param_array_check(o, &dtype, &half);
         if (pr != ARRAY_OK) {
             PyObject *lab = engine_label(self, "params", base + j);
-            if (lab) array_raise(pr, o, lab);
+            if (lab) param_array_raise(pr, o, lab);
             Py_XDECREF(lab);
             goto undo;
         }

@@ -36,6 +36,16 @@ array_problem param_array_check(PyObject *o, int *dtype, int *format)
     return ARRAY_OK;
 }
 
+void param_array_raise(array_problem problem, PyObject *o, PyObject *label)
+{
+    if (problem != ARRAY_BAD_DTYPE) {
+        array_raise(problem, o, label);
+        return;
+    }
+    PyErr_Format(PyExc_TypeError, "%U: expected a float32 or float64 array, or a bfloat16 (ml_dtypes) or "
+                 "float16 one, in native byte order; got %S", label, (PyObject *)PyArray_DESCR((PyArrayObject *)o));
+}
+
 size_t param_nbytes(const optimc_tensor *x)
 {
     return x->param_format != OPTIMC_PARAM_NATIVE ? 2 * x->n : x->n * itemsize_of(x->dtype);
