@@ -219,7 +219,8 @@ static size_t boundary(const step_job *job, int k, int n_workers)
     for (size_t t = 0; t < job->n_tensors; t++) {
         size_t n = job->tensors[t].n;
         /* compressed state is coded per block: splits fall on block edges */
-        size_t align = job->tensors[t].state_format != OPTIMC_STATE_NATIVE ? OPTIMC_QBLOCK : SPLIT_ALIGN;
+        size_t align = job->tensors[t].state_format != OPTIMC_STATE_NATIVE
+                       || job->tensors[t].param_format != OPTIMC_PARAM_NATIVE ? OPTIMC_QBLOCK : SPLIT_ALIGN;
         if (target < off + n) {
             size_t local = (target - off + align - 1) / align * align;
             return off + (local < n ? local : n);
@@ -236,7 +237,9 @@ static void step_task(void *arg, int k, int n_workers)
     for (size_t t = 0; t < job->n_tensors && off < hi; t++) {
         optimc_tensor *x = &job->tensors[t];
         size_t a = lo > off ? lo - off : 0, b = hi - off < x->n ? hi - off : x->n;
-        if (a < b && x->state_format != OPTIMC_STATE_NATIVE)
+        if (a < b && x->param_format != OPTIMC_PARAM_NATIVE)
+            job->aux->halfparam(job->impl[x->dtype].kernel, x, a, b);   /* halfparam_impl.h */
+        else if (a < b && x->state_format != OPTIMC_STATE_NATIVE)
             job->aux->lowprec[x->dtype](job->impl[x->dtype].kernel, x, a, b);   /* lowprec_impl.h */
         else if (a < b)
             job->impl[x->dtype].kernel(x, a, b);
@@ -359,10 +362,12 @@ static int apply_guard(const optimc_guard *guard, optimc_tensor *tensors, size_t
     if (measured) {
         const optimc_aux *aux = optimc_level_aux();
         for (size_t t = 0; t < n_tensors; t++)
-            aux->grad_norm_acc[tensors[t].dtype](tensors[t].grad, 0, tensors[t].n, 2.0, &sumsq);
+            if (tensors[t].grad_half) aux->half_grad_norm_acc(&tensors[t], &sumsq);   /* 16-bit grads */
+            else aux->grad_norm_acc[tensors[t].dtype](tensors[t].grad, 0, tensors[t].n, 2.0, &sumsq);
         if (!isfinite(sumsq))
             for (size_t t = 0; t < n_tensors && finite; t++)
-                finite = aux->all_finite[tensors[t].dtype](tensors[t].grad, 0, tensors[t].n);
+                finite = tensors[t].grad_half ? aux->half_all_finite(&tensors[t])
+                                              : aux->all_finite[tensors[t].dtype](tensors[t].grad, 0, tensors[t].n);
     }
     return optimc_guard_verdict(guard, measured, sumsq, finite, tensors, n_tensors, report);
 }

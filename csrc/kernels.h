@@ -26,6 +26,11 @@ typedef struct {
     void (*ema[2])(void *avg, const void *param, size_t lo, size_t hi, double weight);
     /* a rule's kernel over [lo, hi) of a tensor with compressed state */
     void (*lowprec[2])(optimc_kernel_fn kernel, const optimc_tensor *x, size_t lo, size_t hi);
+    /* bfloat16/float16 params (halfparam_impl.h): a rule's float32 kernel over
+     * [lo, hi); the guard's sum of squares and finiteness of a 16-bit grad */
+    void (*halfparam)(optimc_kernel_fn kernel, const optimc_tensor *x, size_t lo, size_t hi);
+    void (*half_grad_norm_acc)(const optimc_tensor *x, double *acc);
+    int (*half_all_finite)(const optimc_tensor *x);
 } optimc_aux;
 
 /* Indexed like optimc_algorithms (the order of rules/all.h), then by dtype. */

@@ -57,6 +57,7 @@
 #undef OPTIMC_LIST
 #undef OPTIMC_LIST_REDUCING
 #undef OPTIMC_LIST_TWO_PASS
+#include "halfparam_impl.h"   /* bfloat16/float16 params: around the float kernels */
 #undef T
 #undef SFX
 #undef SQRT
@@ -108,4 +109,5 @@ const optimc_aux OPTIMC_AUX = {
     { scale_clip_f32, scale_clip_f64 },
     { ema_f32, ema_f64 },
     { lowprec_run_f32, lowprec_run_f64 },
+    halfparam_run, halfparam_grad_norm_acc, halfparam_all_finite,
 };

@@ -95,7 +95,28 @@ typedef struct {
     /* scratch of rules with factored chunks (optimc_scratch_elements
      * doubles, allocated by the caller beside the state; NULL if none) */
     double *scratch;
+    /* A bfloat16 or float16 param (csrc/halfparam_impl.h): dtype is then
+     * OPTIMC_FLOAT32, the type its rule computes in and its state is kept in;
+     * param (and grad, when grad_half) hold 16-bit values. */
+    int param_format;                       /* optimc_param_format */
+    int grad_half;                          /* the grad has the param's 16-bit format (else float32) */
+    int rounding;                           /* optimc_rounding */
+    float *master;                          /* OPTIMC_ROUND_MASTER: the float32 copy the rule updates */
+    uint64_t sr_key;                        /* OPTIMC_ROUND_STOCHASTIC: optimc_sr_param_key(seed, index) */
 } optimc_tensor;
+
+/* How a param is stored: in its dtype, or in 16 bits (bfloat16: the top half
+ * of a float32; float16: IEEE binary16). */
+typedef enum {
+    OPTIMC_PARAM_NATIVE = 0, OPTIMC_PARAM_BF16 = 1, OPTIMC_PARAM_F16 = 2
+} optimc_param_format;
+
+/* How a 16-bit param is written after the float32 update: rounded to nearest
+ * even from the decoded param (NEAREST) or from a float32 master copy kept
+ * in the state (MASTER), or rounded stochastically (STOCHASTIC, no copy). */
+typedef enum {
+    OPTIMC_ROUND_NEAREST = 0, OPTIMC_ROUND_MASTER = 1, OPTIMC_ROUND_STOCHASTIC = 2
+} optimc_rounding;
 
 /* How a tensor's state buffers are stored. Native: the param's dtype.
  * bfloat16: uint16 bits, round to nearest even. 8-bit: uint8 codes of

@@ -125,6 +125,21 @@ optimc_buffer *collect_buffers(PyObject *arrays, const char *what, Py_ssize_t *n
 /* ---- quantize.c ---- */
 /* quantize_blockwise, dequantize_blockwise, dynamic_map, bf16_encode/decode */
 extern PyMethodDef optimc_quantize_methods[];
+/* ---- halfparam.c: bfloat16 and float16 params ---- */
+/* OPTIMC_PARAM_BF16/F16 for a native-order array of ml_dtypes.bfloat16 or
+ * float16, else OPTIMC_PARAM_NATIVE. */
+int half_format_of(PyObject *o);
+const char *half_format_name(int format);
+/* array_check for a param (writeable), 16-bit params included: *format is its
+ * optimc_param_format, *dtype the type its rule computes in. */
+array_problem param_array_check(PyObject *o, int *dtype, int *format);
+/* array_raise for a param: a wrong dtype's message names the 16-bit ones too. */
+void param_array_raise(array_problem problem, PyObject *o, PyObject *label);
+/* The bytes of tensor x's param (2 per element for 16-bit params). */
+size_t param_nbytes(const optimc_tensor *x);
+/* x->master <- the param's values (exact). */
+void halfparam_init_master(optimc_tensor *x);
+extern PyMethodDef optimc_halfparam_methods[];
 /* ---- vector_ops.c ---- */
 /* Add LBFGS's and Muon's module functions to the module. */
 int vector_ops_add(PyObject *module);

@@ -42,6 +42,22 @@ static PyObject *state_view_of(Engine *self, Py_ssize_t i, int k, int scales)
     return view;
 }
 
+/* The master weights of a 16-bit param (float32, the param's shape). */
+static PyObject *master_view_of(Engine *self, Py_ssize_t i)
+{
+    const optimc_tensor *x = &self->tensors[i];
+    npy_intp dims[OPTIMC_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++) dims[d] = (npy_intp)x->dims[d];
+    PyObject *view = PyArray_SimpleNewFromData(x->ndim, dims, NPY_FLOAT32, x->master);
+    if (!view) return NULL;
+    Py_INCREF(self);
+    if (PyArray_SetBaseObject((PyArrayObject *)view, (PyObject *)self) < 0) {
+        Py_DECREF(view);
+        return NULL;
+    }
+    return view;
+}
+
 /* (step, {scalar: value}, {buffer: view or copy}) of param i */
 static PyObject *tensor_state(Engine *self, Py_ssize_t i, int copy)
 {
@@ -68,6 +84,13 @@ static PyObject *tensor_state(Engine *self, Py_ssize_t i, int copy)
         PyObject *key = v ? PyUnicode_FromFormat("%s_absmax", alg->state_names[k]) : NULL;
         rc = key ? PyDict_SetItem(bufs, key, v) : -1;
         Py_XDECREF(key);
+        Py_XDECREF(v);
+        if (rc < 0) goto done;
+    }
+    if (x->master) {   /* "master": the float32 copy of a 16-bit param */
+        PyObject *v = master_view_of(self, i);
+        if (v && copy) Py_SETREF(v, PyArray_NewCopy((PyArrayObject *)v, NPY_CORDER));
+        int rc = v ? PyDict_SetItemString(bufs, "master", v) : -1;
         Py_XDECREF(v);
         if (rc < 0) goto done;
     }
@@ -230,6 +253,17 @@ static int check_entry(Engine *self, Py_ssize_t i, PyObject *e, long long *step,
         }
         sources[k] = a;
     }
+    sources[2 * OPTIMC_MAX_STATE] = NULL;
+    if (x->master) {
+        count++;
+        PyObject *a = PyDict_GetItemString(bufs, "master");
+        if (!is_array_of(a, NPY_FLOAT32, x->n)) {
+            PyErr_Format(PyExc_ValueError, "%U['master']: expected a C-contiguous float32 array of %zu elements "
+                         "(the master weights), got %R", lab, x->n, a ? (PyObject *)Py_TYPE(a) : Py_None);
+            goto done;
+        }
+        sources[2 * OPTIMC_MAX_STATE] = a;
+    }
     if (PyDict_Size(bufs) != count) {
         PyErr_Format(PyExc_ValueError, "%U: unexpected state buffers in %R", lab, bufs);
         goto done;
@@ -240,6 +274,9 @@ done:
     Py_DECREF(lab);
     return rc;
 }
+
+/* per param: its buffers, their 8-bit block scales, its master weights */
+#define SOURCES_PER (2 * OPTIMC_MAX_STATE + 1)
 
 /* _load(entries, hypers, counters) */
 PyObject *Engine_load(Engine *self, PyObject *args)
@@ -256,13 +293,13 @@ PyObject *Engine_load(Engine *self, PyObject *args)
     long long *steps = PyMem_Calloc((size_t)n + 1, sizeof(long long));
     double *scalars = PyMem_Calloc((size_t)n * OPTIMC_MAX_SCALARS + 1, sizeof(double));
     /* per param: its buffers, then their 8-bit block scales */
-    PyObject **sources = PyMem_Calloc((size_t)n * 2 * OPTIMC_MAX_STATE + 1, sizeof(PyObject *));
+    PyObject **sources = PyMem_Calloc((size_t)n * SOURCES_PER + 1, sizeof(PyObject *));
     optimc_hyper *groups = PyMem_Calloc((size_t)n_groups + 1, sizeof(optimc_hyper));
     PyObject **lr_fns = PyMem_Calloc((size_t)n_groups + 1, sizeof(PyObject *));
     if (!steps || !scalars || !sources || !groups || !lr_fns) { PyErr_NoMemory(); goto done; }
     for (Py_ssize_t i = 0; i < n; i++)
         if (check_entry(self, i, PyList_GET_ITEM(entries, i), &steps[i], &scalars[i * OPTIMC_MAX_SCALARS],
-                        &sources[i * 2 * OPTIMC_MAX_STATE]) < 0)
+                        &sources[i * SOURCES_PER]) < 0)
             goto done;
     for (Py_ssize_t gi = 0; gi < n_groups; gi++)
         if (parse_hyper(self, PyList_GET_ITEM(hypers, gi), &groups[gi], &lr_fns[gi]) < 0
@@ -277,7 +314,7 @@ PyObject *Engine_load(Engine *self, PyObject *args)
     if (n_steps < 0 || skipped < 0) goto done;
     /* a source that is this optimizer's own memory (a live view) is copied
      * first, so that no copy reads what an earlier one wrote */
-    for (Py_ssize_t j = 0; j < n * 2 * OPTIMC_MAX_STATE; j++) {
+    for (Py_ssize_t j = 0; j < n * SOURCES_PER; j++) {
         PyObject *a = sources[j];
         if (!a) continue;
         if (regions_find(self, PyArray_DATA((PyArrayObject *)a), (size_t)PyArray_NBYTES((PyArrayObject *)a)))
@@ -292,7 +329,7 @@ PyObject *Engine_load(Engine *self, PyObject *args)
         optimc_tensor *x = &self->tensors[i];
         x->step = steps[i];
         memcpy(x->scalars, &scalars[i * OPTIMC_MAX_SCALARS], sizeof x->scalars);
-        PyObject **src = &sources[i * 2 * OPTIMC_MAX_STATE];
+        PyObject **src = &sources[i * SOURCES_PER];
         for (int k = 0; k < OPTIMC_MAX_STATE; k++) {
             if (!x->state[k]) continue;
             memcpy(x->state[k], PyArray_DATA((PyArrayObject *)src[k]), state_nbytes(self, x, k));
@@ -300,6 +337,7 @@ PyObject *Engine_load(Engine *self, PyObject *args)
                 memcpy(x->state_absmax[k], PyArray_DATA((PyArrayObject *)src[k + OPTIMC_MAX_STATE]),
                        optimc_qblocks(x->n) * sizeof(float));
         }
+        if (x->master) memcpy(x->master, PyArray_DATA((PyArrayObject *)src[2 * OPTIMC_MAX_STATE]), x->n * sizeof(float));
     }
     for (Py_ssize_t gi = 0; gi < n_groups; gi++) {
         self->groups[gi] = groups[gi];

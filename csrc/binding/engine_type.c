@@ -5,6 +5,7 @@
 #include "binding.h"
 #include "pool.h"
 #include "lowprec.h"
+#include "halfparam.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -364,17 +365,39 @@ static void unadd(Engine *self, Py_ssize_t base, Py_ssize_t m, Py_ssize_t n_name
     }
 }
 
-/* _add_group(arrays, names_or_None, hyper): append a group, allocating and
+/* A 16-bit param needs an element-wise rule: refused (TypeError) for rules
+ * with per-tensor sums or state not shaped like the param. */
+static int refuse_half_param(Engine *self, Py_ssize_t i, int half)
+{
+    int shaped = 1;
+    for (int k = 0; k < self->alg->n_state; k++) shaped &= self->alg->state_layout[k] == optimc_layout_param;
+    if (self->alg->n_sums == 0 && shaped) return 0;
+    engine_raise(self, PyExc_TypeError, "params", i,
+                 "%s params are stepped block by block through float32, which needs an element-wise "
+                 "rule; %s %s, so it takes float32 or float64 params only",
+                 half_format_name(half), self->alg->name,
+                 self->alg->n_sums ? "computes per-tensor norms" : "keeps state not shaped like the param");
+    return -1;
+}
+
+/* _add_group(arrays, names_or_None, hyper[, state_format, min_8bit, rounding, seed]):
+ * append a group (rounding and seed: how its 16-bit params are written), allocating and
  * initialising its state. Checks everything before changing anything. */
 static PyObject *Engine_add_group(Engine *self, PyObject *args)
 {
     PyObject *arrays, *names, *d, *lr_fn;
     optimc_hyper h;
-    int format = OPTIMC_STATE_NATIVE;
+    int format = OPTIMC_STATE_NATIVE, rounding = OPTIMC_ROUND_NEAREST;
     Py_ssize_t min_8bit = 0;
-    if (!PyArg_ParseTuple(args, "O!OO|in", &PyList_Type, &arrays, &names, &d, &format, &min_8bit)
+    unsigned long long seed = 0;
+    if (!PyArg_ParseTuple(args, "O!OO|iniK", &PyList_Type, &arrays, &names, &d, &format, &min_8bit,
+                          &rounding, &seed)
         || engine_ready(self) < 0)
         return NULL;
+    if (rounding < OPTIMC_ROUND_NEAREST || rounding > OPTIMC_ROUND_STOCHASTIC) {
+        PyErr_Format(PyExc_ValueError, "rounding: expected 0, 1 or 2, got %d", rounding);
+        return NULL;
+    }
     if (parse_hyper(self, d, &h, &lr_fn) < 0 || check_state_format(self, &h, format, min_8bit) < 0) return NULL;
     Py_ssize_t m = PyList_GET_SIZE(arrays), base = self->n_tensors;
     int named = names != Py_None;
@@ -412,23 +435,27 @@ static PyObject *Engine_add_group(Engine *self, PyObject *args)
     for (Py_ssize_t j = 0; j < m; j++) {
         PyObject *o = PyList_GET_ITEM(arrays, j);
         optimc_tensor *x = &self->tensors[base + j];
-        int dtype;
-        array_problem pr = array_check(o, 1, &dtype);
+        int dtype, half;
+        array_problem pr = param_array_check(o, &dtype, &half);
         if (pr != ARRAY_OK) {
             PyObject *lab = engine_label(self, "params", base + j);
-            if (lab) array_raise(pr, o, lab);
+            if (lab) param_array_raise(pr, o, lab);
             Py_XDECREF(lab);
             goto undo;
         }
+        if (half && refuse_half_param(self, base + j, half) < 0) goto undo;
         memset(x, 0, sizeof *x);
         x->param = PyArray_DATA((PyArrayObject *)o);
         x->n = (size_t)PyArray_SIZE((PyArrayObject *)o);
         x->ndim = PyArray_NDIM((PyArrayObject *)o);
         for (int d = 0; d < x->ndim; d++) x->dims[d] = (size_t)PyArray_DIM((PyArrayObject *)o, d);
         x->dtype = dtype;
+        x->param_format = half;
+        x->rounding = half ? rounding : OPTIMC_ROUND_NEAREST;
+        x->sr_key = optimc_sr_param_key(seed, (uint64_t)(base + j));
         /* the same array twice, two views of one buffer, a view of this
          * optimizer's state: all refused, so that no memory is written twice */
-        const region *r = regions_find(self, x->param, nbytes_of(x));
+        const region *r = regions_find(self, x->param, param_nbytes(x));
         if (r) {
             PyObject *lab = engine_label(self, "params", base + j);
             if (lab) raise_overlap(self, lab, r);
@@ -456,7 +483,11 @@ static PyObject *Engine_add_group(Engine *self, PyObject *args)
         }
         /* a two-pass rule's factored tensors: the reduction scratch after the buffers */
         size_t scratch = optimc_scratch_elements(self->algorithm, x) * sizeof(double);
-        total += scratch;
+        total += (scratch + STATE_ALIGN - 1) / STATE_ALIGN * STATE_ALIGN;
+        /* master weights: a float32 copy of the param after the state buffers */
+        size_t master_at = total;
+        if (x->rounding == OPTIMC_ROUND_MASTER)
+            total += x->n ? (x->n * sizeof(float) + STATE_ALIGN - 1) / STATE_ALIGN * STATE_ALIGN : STATE_ALIGN;
         void *block = NULL;
         if (total && posix_memalign(&block, STATE_ALIGN, total) != 0) {
             PyErr_NoMemory();
@@ -473,7 +504,11 @@ static PyObject *Engine_add_group(Engine *self, PyObject *args)
         x->scratch = scratch ? (double *)(void *)cursor : NULL;
         x->group = (int)self->n_groups;
         x->grad_scale = 1.0;
-        regions_insert(self, x->param, nbytes_of(x), base + j, 0);
+        if (x->rounding == OPTIMC_ROUND_MASTER) {
+            x->master = (float *)(void *)((char *)block + master_at);
+            halfparam_init_master(x);
+        }
+        regions_insert(self, x->param, param_nbytes(x), base + j, 0);
         regions_insert(self, block, total, base + j, 1);
         optimc_init_state(self->algorithm, &h, x);
         self->masks[base + j] = mask;
@@ -564,6 +599,79 @@ static int hold_grads(Engine *self, PyObject *grads, Py_ssize_t *n_held)
     return 0;
 }
 
+/* The end of a grad's checks: it overlaps nothing the step writes, and the
+ * param's counter can go on; then it is the tensor's grad. */
+static int check_grad_memory(Engine *self, Py_ssize_t i, PyArrayObject *g)
+{
+    const region *r = regions_find(self, PyArray_DATA(g), (size_t)PyArray_NBYTES(g));
+    if (r) {
+        PyObject *lab = engine_label(self, "grads", i);
+        if (lab) raise_overlap(self, lab, r);
+        Py_XDECREF(lab);
+        return -1;
+    }
+    if (step_at_limit(self, i)) return -1;
+    self->tensors[i].grad = PyArray_DATA(g);
+    return 0;
+}
+
+/* A 16-bit param's grad: the param's dtype or float32, its shape, C order. */
+static int check_half_grad(Engine *self, Py_ssize_t i, PyObject *o)
+{
+    optimc_tensor *x = &self->tensors[i];
+    int dtype = -1, half = half_format_of(o);
+    array_problem pr = half ? ARRAY_OK : array_check(o, 0, &dtype);
+    if ((pr == ARRAY_OK && half != x->param_format && !(half == 0 && dtype == OPTIMC_FLOAT32))
+        || pr == ARRAY_BAD_DTYPE) {
+        if (PyArray_Check(o)) {
+            engine_raise(self, PyExc_TypeError, "grads", i,
+                         "expected dtype %s (the param's) or float32, got %S; optimc never casts silently",
+                         half_format_name(x->param_format), (PyObject *)PyArray_DESCR((PyArrayObject *)o));
+            return -1;
+        }
+    }
+    PyArrayObject *g = (PyArrayObject *)o;
+    if (pr == ARRAY_OK && half && (!PyArray_IS_C_CONTIGUOUS(g) || !PyArray_ISALIGNED(g))) pr = ARRAY_BAD_LAYOUT;
+    if (pr != ARRAY_OK) {
+        PyObject *lab = engine_label(self, "grads", i);
+        if (lab) array_raise(pr, o, lab);
+        Py_XDECREF(lab);
+        return -1;
+    }
+    PyArrayObject *p = self->params[i];
+    int same = PyArray_NDIM(g) == PyArray_NDIM(p);
+    for (int k = 0; same && k < PyArray_NDIM(p); k++) same = PyArray_DIM(g, k) == PyArray_DIM(p, k);
+    if (!same) {
+        PyObject *got = shape_of(g);
+        if (got)
+            engine_raise(self, PyExc_ValueError, "grads", i, "expected shape %R (the param's), got %R",
+                         self->shapes[i], got);
+        Py_XDECREF(got);
+        return -1;
+    }
+    if (check_grad_memory(self, i, g) < 0) return -1;
+    x->grad_half = half != 0;
+    return 0;
+}
+
+/* Row-sparse grads run their own step (csrc/sparse.c), which knows no
+ * 16-bit params: refused when the optimizer has any. */
+static int refuse_sparse_with_half(Engine *self, Py_ssize_t i)
+{
+    for (Py_ssize_t j = 0; j < self->n_tensors; j++) {
+        if (!self->tensors[j].param_format) continue;
+        PyObject *other = engine_label(self, "params", j);
+        if (other)
+            engine_raise(self, PyExc_TypeError, "grads", i,
+                         "a SparseGrad cannot be used in an optimizer with %s params (%U is); give dense "
+                         "grads, or keep the embedding tables in float32 or float64",
+                         half_format_name(self->tensors[j].param_format), other);
+        Py_XDECREF(other);
+        return -1;
+    }
+    return 0;
+}
+
 /* Check the held grads against the params, and the params themselves; fills
  * tensors[].grad. Runs no user code and writes nothing else. */
 static int check_grads(Engine *self)
@@ -572,8 +680,10 @@ static int check_grads(Engine *self)
         optimc_tensor *x = &self->tensors[i];
         PyArrayObject *p = self->params[i];
         /* the param itself may have been changed since it was handed over */
+        int changed = x->param_format ? half_format_of((PyObject *)p) != x->param_format
+                                      : PyArray_TYPE(p) != typenum_of(x->dtype);
         if (PyArray_DATA(p) != x->param || (size_t)PyArray_SIZE(p) != x->n
-            || PyArray_TYPE(p) != typenum_of(x->dtype) || !PyArray_IS_C_CONTIGUOUS(p)) {
+            || changed || !PyArray_IS_C_CONTIGUOUS(p)) {
             engine_raise(self, PyExc_ValueError, "params", i,
                          "its dtype, size or memory changed after it was handed to the optimizer");
             return -1;
@@ -584,7 +694,11 @@ static int check_grads(Engine *self)
         }
         PyObject *o = self->held[i];
         if (sparse_is_grad(o)) {
-            if (sparse_check_grad(self, i, o) < 0) return -1;
+            if (refuse_sparse_with_half(self, i) < 0 || sparse_check_grad(self, i, o) < 0) return -1;
+            continue;
+        }
+        if (x->param_format) {
+            if (check_half_grad(self, i, o) < 0) return -1;
             continue;
         }
         int dtype;
@@ -613,15 +727,7 @@ static int check_grads(Engine *self)
             Py_XDECREF(got);
             return -1;
         }
-        const region *r = regions_find(self, PyArray_DATA(g), nbytes_of(x));
-        if (r) {
-            PyObject *lab = engine_label(self, "grads", i);
-            if (lab) raise_overlap(self, lab, r);
-            Py_XDECREF(lab);
-            return -1;
-        }
-        if (step_at_limit(self, i)) return -1;
-        x->grad = PyArray_DATA(g);
+        if (check_grad_memory(self, i, g) < 0) return -1;
     }
     if (self->n_steps >= OPTIMC_MAX_STEP || self->skipped_steps >= OPTIMC_MAX_STEP) {
         PyErr_SetString(PyExc_ValueError, "step_count: the counter is at its limit (2**53 steps)");
@@ -752,6 +858,8 @@ static PyObject *Engine_get_state_bytes(Engine *self, void *c)
                          + (self->tensors[i].state_absmax[k] ? optimc_qblocks(self->tensors[i].n) * sizeof(float) : 0);
     for (Py_ssize_t i = 0; i < self->n_tensors; i++)   /* and reduction scratch (Adafactor's) */
         total += optimc_scratch_elements(self->algorithm, &self->tensors[i]) * sizeof(double);
+    for (Py_ssize_t i = 0; i < self->n_tensors; i++)   /* master weights */
+        if (self->tensors[i].master) total += self->tensors[i].n * sizeof(float);
     return PyLong_FromSize_t(total);
 }
 
@@ -766,7 +874,8 @@ static PyObject *Engine_get_fields(Engine *self, void *c)
 
 static PyMethodDef Engine_methods[] = {
     {"_init_engine", (PyCFunction)Engine_init_engine, METH_O, "Bind the engine to an algorithm (once)."},
-    {"_add_group", (PyCFunction)Engine_add_group, METH_VARARGS, "Append a param group: (arrays, names, hyper)."},
+    {"_add_group", (PyCFunction)Engine_add_group, METH_VARARGS,
+     "Append a param group: (arrays, names, hyper[, state_format, min_8bit, rounding, seed])."},
     {"_set_hyper", (PyCFunction)Engine_set_hyper, METH_VARARGS,
      "Set (or with apply=False only check) group i's hyperparameters: (i, hyper[, apply])."},
     {"_state", (PyCFunction)Engine_state, METH_VARARGS, "Param i's state: (step, {scalar: value}, {buffer: view})."},

@@ -334,6 +334,10 @@ PyMODINIT_FUNC PyInit__core(void)
         Py_DECREF(m);
         return NULL;
     }
+    if (PyModule_AddFunctions(m, optimc_halfparam_methods) < 0) {   /* binding/halfparam.c */
+        Py_DECREF(m);
+        return NULL;
+    }
     if (sparse_module_init(m) < 0) {
         Py_DECREF(m);
         return NULL;

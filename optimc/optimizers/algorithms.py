@@ -320,7 +320,9 @@ class _ScheduleFreeMode:
     z: x = lerp(y, z, 1 − 1/β) and y = lerp(x, z, 1 − β), with β the group's
     momentum (SGDScheduleFree) or betas[0] (AdamWScheduleFree). ``eval()``
     and ``train()`` apply them in place (in C), as the schedulefree package
-    does; a param that has not stepped has no z yet and is left as it is."""
+    does; a param that has not stepped has no z yet and is left as it is.
+    A bfloat16/float16 param moves its master weights (master_weights=True) or
+    its float32 value, and is written rounded to nearest even."""
 
     _mode_key = "train_mode"
 
@@ -340,14 +342,20 @@ class _ScheduleFreeMode:
             n = len(g["params"])
             beta = self._interpolation(g)
             weight = 1.0 - beta if to_train else 1.0 - 1.0 / beta
-            ys, zs = [], []
+            ys, zs, halves = [], [], []
             for key, p in zip(keys[start:start + n], params[start:start + n]):
                 st = self.state[key]
                 if st["step"] > 0:
+                    if p.dtype.name in ("bfloat16", "float16"):
+                        y = st["master"] if "master" in st else p.astype(np.float32)
+                        halves.append((p, y))
+                        p = y
                     ys.append(p)
                     zs.append(st["z"])
             if ys:
                 _core.ema(ys, zs, weight)
+            for p, y in halves:
+                p[...] = y.astype(p.dtype)   # round to nearest even
             start += n
         object.__setattr__(self, "_train_mode", to_train)
 

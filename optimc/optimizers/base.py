@@ -42,6 +42,12 @@ GUARD_OPTIONS = ("max_grad_norm", "clip_value", "skip_nonfinite")
 STATE_OPTIONS = ("state_dtype", "min_8bit_size")
 STATE_FORMATS = {None: 0, "bfloat16": 1, "8bit": 2}   # csrc/optimc.h optimc_state_format
 
+# How bfloat16/float16 params are written after each float32 update (csrc/
+# halfparam_impl.h), fixed at construction: rounded to nearest even (neither
+# option), from a float32 master copy kept in the state (master_weights), or
+# stochastically with a counter-based generator seeded by `seed`.
+HALF_OPTIONS = ("master_weights", "stochastic_rounding", "seed")
+
 # Names users bring from Keras, optax and torch habits.
 _ALIASES = {"learning_rate": "lr", "epsilon": "eps", "decay": "weight_decay", "beta_1": "betas",
             "beta_2": "betas", "beta1": "betas", "beta2": "betas", "clipnorm": "max_grad_norm",
@@ -54,6 +60,11 @@ def _suggest(name, known):
         close = difflib.get_close_matches(name, known, n=1)
         hint = close[0] if close else None
     return f"; did you mean {hint!r}?" if hint else ""
+
+
+def _is_half(a):
+    """A bfloat16 (ml_dtypes) or float16 array: stepped through float32 (csrc/halfparam_impl.h)."""
+    return getattr(getattr(a, "dtype", None), "name", None) in ("bfloat16", "float16")
 
 
 class Optimizer(Checkpointing, Display, _core.Engine):
@@ -91,10 +102,10 @@ class Optimizer(Checkpointing, Display, _core.Engine):
 
     def __init__(self, params, hyper, **options):
         hyper = {k: v for k, v in hyper.items() if k in self._hyper_names}
-        storage = {k: options.pop(k) for k in STATE_OPTIONS if k in options}
+        storage = {k: options.pop(k) for k in STATE_OPTIONS + HALF_OPTIONS if k in options}
         unknown = [k for k in options if k not in GUARD_OPTIONS]
         if unknown:
-            known = self._hyper_names + GUARD_OPTIONS + STATE_OPTIONS
+            known = self._hyper_names + GUARD_OPTIONS + STATE_OPTIONS + HALF_OPTIONS
             raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {unknown[0]!r}"
                             f"{_suggest(unknown[0], known)} (it takes {', '.join(known)})")
         object.__setattr__(self, "_storage", self._check_storage(**storage))
@@ -111,6 +122,7 @@ class Optimizer(Checkpointing, Display, _core.Engine):
             groups = [{"params": params}]
         for group in groups:
             self.add_param_group(group)
+        self._check_half_options()
 
     # ---- hyperparameters ----
 
@@ -206,8 +218,9 @@ class Optimizer(Checkpointing, Display, _core.Engine):
         group = ParamGroup()
         # every value is checked, the defaults too (they are a plain dict)
         dict.update(group, self._check({**self.defaults, **hyper}))
+        rounding = 1 if self.master_weights else 2 if self.stochastic_rounding else 0
         self._add_group(arrays, names, self._engine_hyper(group), STATE_FORMATS[self.state_dtype],
-                        self.min_8bit_size)
+                        self.min_8bit_size, rounding, self.seed or 0)
         dict.update(group, extra)
         # tuples: a group's params are fixed once handed over
         dict.__setitem__(group, "params", tuple(arrays))
@@ -233,11 +246,49 @@ class Optimizer(Checkpointing, Display, _core.Engine):
     # ---- how the state is stored (fixed at construction) ----
 
     @staticmethod
-    def _check_storage(state_dtype=None, min_8bit_size=4096):
+    def _check_storage(state_dtype=None, min_8bit_size=4096, master_weights=False, stochastic_rounding=False,
+                       seed=None):
         if not (state_dtype is None or (isinstance(state_dtype, str) and state_dtype in STATE_FORMATS)):
             raise ValueError(f"state_dtype: expected None, 'bfloat16' or '8bit', got {state_dtype!r}")
         min_8bit_size = _checks.integer("min_8bit_size", min_8bit_size, 0)
-        return {"state_dtype": state_dtype, "min_8bit_size": min_8bit_size}
+        master_weights = _checks.flag("master_weights", master_weights)
+        stochastic_rounding = _checks.flag("stochastic_rounding", stochastic_rounding)
+        if master_weights and stochastic_rounding:
+            raise ValueError("master_weights and stochastic_rounding: choose one (master weights keep a "
+                             "float32 copy and round it to nearest; stochastic rounding keeps no copy)")
+        if seed is not None:
+            if not stochastic_rounding:
+                raise ValueError("seed: only stochastic_rounding=True uses a seed; leave it out")
+            seed = _checks.integer("seed", seed, 0, 2 ** 64 - 1)
+        return {"state_dtype": state_dtype, "min_8bit_size": min_8bit_size, "master_weights": master_weights,
+                "stochastic_rounding": stochastic_rounding, "seed": seed}
+
+    def _check_half_options(self):
+        """master_weights/stochastic_rounding act on bfloat16/float16 params only: refused
+        when the optimizer is created without any (they would be accepted and ignored)."""
+        for name in ("master_weights", "stochastic_rounding"):
+            if self._storage[name] and not any(_is_half(p) for p in self._params()):
+                dtypes = sorted({str(p.dtype) for p in self._params()})
+                raise ValueError(f"{name}=True: no param is bfloat16 or float16 (got {'/'.join(dtypes)}); "
+                                 f"it concerns only those (float32/float64 params are updated in their "
+                                 f"own dtype), so leave it out")
+
+    @property
+    def master_weights(self):
+        """bfloat16/float16 params keep a float32 copy in the state (``"master"``), which
+        the algorithm updates; the param is its round-to-nearest-even (fixed at construction)."""
+        return self._storage["master_weights"]
+
+    @property
+    def stochastic_rounding(self):
+        """bfloat16/float16 params are written from the float32 update by unbiased
+        stochastic rounding (no master copy; fixed at construction)."""
+        return self._storage["stochastic_rounding"]
+
+    @property
+    def seed(self):
+        """The seed of stochastic rounding's generator (None: 0, the default)."""
+        return self._storage["seed"]
 
     @property
     def state_dtype(self):

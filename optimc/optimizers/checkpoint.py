@@ -176,7 +176,9 @@ class Checkpointing:
             target_form = "8bit" if target == np.uint8 else "bfloat16" if target == np.uint16 else None
             if saved_form == target_form or value.shape != bufs[name].shape:
                 continue   # the same form (checked as it is), or a shape the checks report
-            if saved_form is None and value.dtype != param.dtype:
+            # the state of a bfloat16/float16 param is float32 (csrc/halfparam_impl.h)
+            state_float = np.float32 if param.dtype.name in ("bfloat16", "float16") else param.dtype
+            if saved_form is None and value.dtype != state_float:
                 continue
             signed = kinds.get(name) != "unsigned"
             if saved_form == "8bit":

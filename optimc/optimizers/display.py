@@ -28,6 +28,9 @@ class Display:
         opts = [f"{k}={v!r}" for k, v in self._guard.items() if v not in (None, False)]
         if self.state_dtype is not None:
             opts.append(f"state_dtype={self.state_dtype!r}")
+        opts += [f"{k}=True" for k in ("master_weights", "stochastic_rounding") if self._storage[k]]
+        if self.seed is not None:
+            opts.append(f"seed={self.seed!r}")
         return opts
 
     def __repr__(self):

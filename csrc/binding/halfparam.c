@@ -1,0 +1,106 @@
+/* halfparam.c (binding) — bfloat16 and float16 params: recognising their
+ * arrays (ml_dtypes.bfloat16 is a user-defined NumPy dtype, found by its
+ * type's name, so optimc needs ml_dtypes only when a user brings it), the
+ * master copy, and the float16 conversions as module functions for tests:
+ *   f16_encode(x float32) -> uint16 (round to nearest even)
+ *   f16_decode(h uint16) -> float32 */
+#include "binding.h"
+#include "halfparam.h"
+#include <string.h>
+
+int half_format_of(PyObject *o)
+{
+    if (!PyArray_Check(o)) return OPTIMC_PARAM_NATIVE;
+    PyArrayObject *a = (PyArrayObject *)o;
+    if (PyArray_ITEMSIZE(a) != 2 || !PyArray_ISNOTSWAPPED(a)) return OPTIMC_PARAM_NATIVE;
+    if (PyArray_TYPE(a) == NPY_FLOAT16) return OPTIMC_PARAM_F16;
+    const char *name = PyArray_DESCR(a)->typeobj->tp_name;
+    if (PyArray_TYPE(a) >= NPY_USERDEF && (strcmp(name, "ml_dtypes.bfloat16") == 0 || strcmp(name, "bfloat16") == 0))
+        return OPTIMC_PARAM_BF16;
+    return OPTIMC_PARAM_NATIVE;
+}
+
+const char *half_format_name(int format)
+{
+    return format == OPTIMC_PARAM_BF16 ? "bfloat16" : format == OPTIMC_PARAM_F16 ? "float16" : "float32";
+}
+
+array_problem param_array_check(PyObject *o, int *dtype, int *format)
+{
+    *format = half_format_of(o);
+    if (*format == OPTIMC_PARAM_NATIVE) return array_check(o, 1, dtype);
+    PyArrayObject *a = (PyArrayObject *)o;
+    if (!PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISALIGNED(a)) return ARRAY_BAD_LAYOUT;
+    if (!PyArray_ISWRITEABLE(a)) return ARRAY_READ_ONLY;
+    *dtype = OPTIMC_FLOAT32;   /* the rule computes, and the state is kept, in float32 */
+    return ARRAY_OK;
+}
+
+void param_array_raise(array_problem problem, PyObject *o, PyObject *label)
+{
+    if (problem != ARRAY_BAD_DTYPE) {
+        array_raise(problem, o, label);
+        return;
+    }
+    PyErr_Format(PyExc_TypeError, "%U: expected a float32 or float64 array, or a bfloat16 (ml_dtypes) or "
+                 "float16 one, in native byte order; got %S", label, (PyObject *)PyArray_DESCR((PyArrayObject *)o));
+}
+
+size_t param_nbytes(const optimc_tensor *x)
+{
+    return x->param_format != OPTIMC_PARAM_NATIVE ? 2 * x->n : x->n * itemsize_of(x->dtype);
+}
+
+void halfparam_init_master(optimc_tensor *x)
+{
+    const uint16_t *h = x->param;
+    for (size_t i = 0; i < x->n; i++)
+        x->master[i] = x->param_format == OPTIMC_PARAM_BF16 ? optimc_bf16_decode(h[i]) : optimc_f16_decode(h[i]);
+}
+
+/* ---- module functions ---- */
+
+static PyArrayObject *take(PyObject *o, int typenum, const char *name)
+{
+    if (!PyArray_Check(o) || PyArray_TYPE((PyArrayObject *)o) != typenum
+        || !PyArray_ISCARRAY_RO((PyArrayObject *)o)) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a C-contiguous %s array, got %R", name,
+                     typenum == NPY_FLOAT32 ? "float32" : "uint16", o);
+        return NULL;
+    }
+    return (PyArrayObject *)o;
+}
+
+static PyObject *mod_f16_encode(PyObject *m, PyObject *o)
+{
+    (void)m;
+    PyArrayObject *x = take(o, NPY_FLOAT32, "x");
+    if (!x) return NULL;
+    npy_intp n = PyArray_SIZE(x);
+    PyObject *out = PyArray_SimpleNew(1, &n, NPY_UINT16);
+    if (!out) return NULL;
+    const float *src = PyArray_DATA(x);
+    uint16_t *dst = PyArray_DATA((PyArrayObject *)out);
+    for (npy_intp i = 0; i < n; i++) dst[i] = optimc_f16_encode(src[i]);
+    return out;
+}
+
+static PyObject *mod_f16_decode(PyObject *m, PyObject *o)
+{
+    (void)m;
+    PyArrayObject *h = take(o, NPY_UINT16, "h");
+    if (!h) return NULL;
+    npy_intp n = PyArray_SIZE(h);
+    PyObject *out = PyArray_SimpleNew(1, &n, NPY_FLOAT32);
+    if (!out) return NULL;
+    const uint16_t *src = PyArray_DATA(h);
+    float *dst = PyArray_DATA((PyArrayObject *)out);
+    for (npy_intp i = 0; i < n; i++) dst[i] = optimc_f16_decode(src[i]);
+    return out;
+}
+
+PyMethodDef optimc_halfparam_methods[] = {
+    {"f16_encode", mod_f16_encode, METH_O, "float32 array -> uint16 float16 bits (round to nearest even), 1-D."},
+    {"f16_decode", mod_f16_decode, METH_O, "uint16 float16 bits -> float32 array (exact), 1-D."},
+    {NULL, NULL, 0, NULL},
+};
