@@ -26,7 +26,8 @@ needs_bf16 = pytest.mark.skipif(ml_dtypes is None, reason="ml_dtypes is not inst
 FORMATS = [pytest.param("bfloat16", marks=needs_bf16), "float16"]
 
 # Where half params are refused, and why (docs/guide.md §18 lists them).
-REFUSED = {"LAMB", "LARS", "RowWiseAdagrad"}
+# the non-element-wise rules (per-tensor sums or state not shaped like the param)
+REFUSED = {c.__name__ for c in optimc.ALL if not getattr(c, "elementwise", True)}
 HALF = [c for c in optimc.ALL if c.__name__ not in REFUSED]
 SHAPES = [(300,), (7, 5), ()]   # two blocks of 256 (one partial), a matrix, a 0-d param
 
