@@ -58,12 +58,16 @@
 #define OPTIMC_LIST(name) { OPTIMC_ENTRY(name), 0 },
 #define OPTIMC_LIST_REDUCING(name) { OPTIMC_ENTRY(name), (0 name##_SUMS(OPTIMC_ONE)), 1 },
 #define OPTIMC_LIST_TWO_PASS(name) { OPTIMC_ENTRY(name), (0 name##_SUMS(OPTIMC_ONE)), 2 },
+/* a rule that takes row-sparse grads adds its mark */
+#define OPTIMC_LIST_SPARSE(name) \
+    { OPTIMC_ENTRY(name), 0, 0, 1, (0 name##_SPARSE(OPTIMC_ONE)), { name##_SPARSE(OPTIMC_NAME) } },
 const optimc_algorithm optimc_algorithms[] = {
 #include "rules/all.h"
 };
 #undef OPTIMC_LIST
 #undef OPTIMC_LIST_REDUCING
 #undef OPTIMC_LIST_TWO_PASS
+#undef OPTIMC_LIST_SPARSE
 #undef OPTIMC_ENTRY
 const int optimc_n_algorithms = (int)(sizeof optimc_algorithms / sizeof optimc_algorithms[0]);
 

@@ -168,6 +168,11 @@ typedef struct {
     /* Reduce passes before the update (0, 1, or 2 for a rule listed with
      * OPTIMC_LIST_TWO_PASS, whose chunks are factored, see optimc_factored). */
     int n_passes;
+    /* Row-sparse grads (rules/describe.h, <name>_SPARSE): whether the rule
+     * takes them, and the fields that must then be 0. */
+    int sparse;
+    int n_sparse_zero;
+    const char *sparse_zero[OPTIMC_MAX_HYPER];
 } optimc_algorithm;
 
 /* The registry: optimc_algorithms[0 .. optimc_n_algorithms). */
@@ -293,26 +298,28 @@ typedef struct {
     size_t *first;              /* [n_unique + 1]: row r's positions are order[first[r] .. first[r+1]) */
     size_t *order;              /* [nnz] positions sorted by row, then by position */
     void *sums;                 /* room for the sums of the repeated rows */
-    const void **grad;          /* [n_unique] each row's summed grad (filled by the step) */
+    const void **grad;          /* [n_unique] each row's grad: its given row, or its slot of the sums */
 } optimc_sparse;
 
 /* optimc_sparse_plan: copy and check the indices (every one in [0, n_rows)),
- * sort them (stably, so repeats are summed in position order) and allocate
- * the O(nnz) buffers the step needs. Returns 0; OPTIMC_SPARSE_BAD_INDEX with
- * *bad = the first offending position; OPTIMC_SPARSE_NO_MEMORY. On error
- * nothing is left allocated. */
+ * sort them (stably, so repeats are summed in position order), allocate the
+ * O(nnz) buffers the step needs (one block) and point each row's grad at its
+ * given row, or at its slot of the sums when it repeats. Returns 0;
+ * OPTIMC_SPARSE_BAD_INDEX with *bad = the first offending position;
+ * OPTIMC_SPARSE_NO_MEMORY. On error nothing is left allocated. */
 #define OPTIMC_SPARSE_BAD_INDEX 1
 #define OPTIMC_SPARSE_NO_MEMORY 2
 int optimc_sparse_plan(optimc_sparse *s, int dtype, size_t *bad);
 /* optimc_sparse_free: release what optimc_sparse_plan allocated. */
 void optimc_sparse_free(optimc_sparse *s);
-/* optimc_sparse_coalesce: fill s->grad (and s->sums): each distinct row's
- * grad, the values of its positions summed in position order. */
+/* optimc_sparse_coalesce: fill s->sums: each repeated row's grad, the
+ * values of its positions summed in position order (optimc_sparse_step sums
+ * them itself, row by row, unless its guard measures the grads first). */
 void optimc_sparse_coalesce(optimc_sparse *s, int dtype);
 
 /* optimc_sparse_accepts: 1 if `algorithm` with options `h` takes row-sparse
- * grads; otherwise 0, with *option the option that prevents it (NULL when
- * the algorithm never takes them). */
+ * grads (its rule's mark, and the mark's fields 0); otherwise 0, with *option
+ * the option that prevents it (NULL when the algorithm never takes them). */
 int optimc_sparse_accepts(int algorithm, const optimc_hyper *h, const char **option);
 
 /* optimc_sparse_rowwise: 1 if `algorithm` keeps per-row state (a buffer of

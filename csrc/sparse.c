@@ -26,64 +26,67 @@ typedef struct {
     size_t pos;
 } keyed;
 
-#define RADIX_BITS 11
-#define RADIX (1u << RADIX_BITS)
+#define RADIX_MAX_BITS 11
 
 /* LSD radix sort of a[0..n) by row (stable: equal rows keep position order),
- * only over the bits rows below n_rows can have; tmp has room for n. */
+ * only over the bits rows below n_rows can have, in as few passes of at most
+ * 11 bits as they need (a million rows: two passes of 10); tmp has room for n. */
 static keyed *radix_sort(keyed *a, keyed *tmp, size_t n, size_t n_rows)
 {
     int bits = 0;
     while (bits < 64 && ((uint64_t)(n_rows - 1) >> bits) != 0) bits++;
-    static const size_t zero[RADIX];
-    size_t *count = malloc(sizeof(size_t) * RADIX);
-    if (!count) return NULL;
-    for (int shift = 0; shift < bits; shift += RADIX_BITS) {
-        memcpy(count, zero, sizeof zero);
-        for (size_t i = 0; i < n; i++) count[(a[i].row >> shift) & (RADIX - 1)]++;
+    int passes = (bits + RADIX_MAX_BITS - 1) / RADIX_MAX_BITS;
+    int width = passes ? (bits + passes - 1) / passes : 0;
+    size_t count[1u << RADIX_MAX_BITS];
+    uint64_t mask = ((uint64_t)1 << width) - 1;
+    for (int shift = 0; shift < bits; shift += width) {
+        memset(count, 0, sizeof(size_t) * ((size_t)mask + 1));
+        for (size_t i = 0; i < n; i++) count[(a[i].row >> shift) & mask]++;
         size_t sum = 0;
-        for (size_t d = 0; d < RADIX; d++) { size_t c = count[d]; count[d] = sum; sum += c; }
-        for (size_t i = 0; i < n; i++) tmp[count[(a[i].row >> shift) & (RADIX - 1)]++] = a[i];
+        for (size_t d = 0; d <= mask; d++) { size_t c = count[d]; count[d] = sum; sum += c; }
+        for (size_t i = 0; i < n; i++) tmp[count[(a[i].row >> shift) & mask]++] = a[i];
         keyed *t = a; a = tmp; tmp = t;
     }
-    free(count);
     return a;
 }
 
 void optimc_sparse_free(optimc_sparse *s)
 {
-    free(s->rows);
-    free(s->first);
-    free(s->order);
-    free(s->sums);
-    free((void *)s->grad);
+    free(s->rows);   /* the plan's one block: rows, first, order, grad and sums */
     s->rows = NULL, s->first = NULL, s->order = NULL, s->sums = NULL, s->grad = NULL;
     s->n_unique = 0;
 }
 
+/* Room for `count` items of `size` bytes at *offset, rounded to `align`. */
+static size_t carve(size_t *offset, size_t count, size_t size, size_t align)
+{
+    size_t at = (*offset + align - 1) / align * align;
+    *offset = at + count * size;
+    return at;
+}
+
 int optimc_sparse_plan(optimc_sparse *s, int dtype, size_t *bad)
 {
-    size_t n = s->nnz;
+    size_t n = s->nnz, isz = dtype_size(dtype), row_bytes = s->row_len * isz;
     s->n_unique = 0;
     s->rows = NULL, s->first = NULL, s->order = NULL, s->sums = NULL, s->grad = NULL;
     if (n == 0) return 0;
-    keyed *a = malloc(sizeof(keyed) * n), *tmp = malloc(sizeof(keyed) * n);
-    if (!a || !tmp) { free(a); free(tmp); return OPTIMC_SPARSE_NO_MEMORY; }
+    keyed *a = malloc(sizeof(keyed) * 2 * n);
+    if (!a) return OPTIMC_SPARSE_NO_MEMORY;
     /* the indices are read once, here: later changes to the caller's array
      * cannot send the step out of bounds */
     for (size_t i = 0; i < n; i++) {
         int64_t r = s->index_bytes == 4 ? (int64_t)((const int32_t *)s->indices)[i]
                                         : ((const int64_t *)s->indices)[i];
         if (r < 0 || (uint64_t)r >= (uint64_t)s->n_rows) {
-            free(a); free(tmp);
+            free(a);
             *bad = i;
             return OPTIMC_SPARSE_BAD_INDEX;
         }
         a[i].row = (uint64_t)r;
         a[i].pos = i;
     }
-    keyed *sorted = radix_sort(a, tmp, n, s->n_rows);
-    if (!sorted) { free(a); free(tmp); return OPTIMC_SPARSE_NO_MEMORY; }
+    keyed *sorted = radix_sort(a, a + n, n, s->n_rows);
     size_t n_unique = 0, n_repeated = 0;
     for (size_t i = 0; i < n; i++) {
         if (i == 0 || sorted[i].row != sorted[i - 1].row) {
@@ -92,88 +95,132 @@ int optimc_sparse_plan(optimc_sparse *s, int dtype, size_t *bad)
             n_repeated++;   /* the second position of a row: one more row to sum */
         }
     }
-    s->rows = malloc(sizeof(int64_t) * n_unique);
-    s->first = malloc(sizeof(size_t) * (n_unique + 1));
-    s->order = malloc(sizeof(size_t) * n);
-    s->grad = malloc(sizeof(void *) * n_unique);
-    if (n_repeated) s->sums = malloc(n_repeated * s->row_len * dtype_size(dtype) + 1);
-    if (!s->rows || !s->first || !s->order || !s->grad || (n_repeated && !s->sums)) {
-        free(a); free(tmp);
-        optimc_sparse_free(s);
+    /* one block for everything the step reads: fewer allocations (and page
+     * faults) per step; the sums start on a 64-byte line */
+    size_t size = 0;
+    size_t at_rows = carve(&size, n_unique, sizeof(int64_t), 8);
+    size_t at_first = carve(&size, n_unique + 1, sizeof(size_t), 8);
+    size_t at_order = carve(&size, n, sizeof(size_t), 8);
+    size_t at_grad = carve(&size, n_unique, sizeof(void *), 8);
+    size_t at_sums = carve(&size, n_repeated, row_bytes, 64);
+    char *block = NULL;
+    if (posix_memalign((void **)&block, 64, size) != 0) {
+        free(a);
         return OPTIMC_SPARSE_NO_MEMORY;
     }
-    size_t u = 0;
+    s->rows = (int64_t *)(block + at_rows);
+    s->first = (size_t *)(block + at_first);
+    s->order = (size_t *)(block + at_order);
+    s->grad = (const void **)(block + at_grad);
+    s->sums = n_repeated ? block + at_sums : NULL;
+    /* each row's grad: the given row when it occurs once, else its slot of
+     * the sums (filled by optimc_sparse_coalesce or by the step) */
+    const char *values = s->values;
+    size_t u = 0, slot = 0;
     for (size_t i = 0; i < n; i++) {
         if (i == 0 || sorted[i].row != sorted[i - 1].row) {
             s->rows[u] = (int64_t)sorted[i].row;
-            s->first[u++] = i;
+            s->first[u] = i;
+            int repeated = i + 1 < n && sorted[i + 1].row == sorted[i].row;
+            s->grad[u++] = repeated ? block + at_sums + slot++ * row_bytes : values + sorted[i].pos * row_bytes;
         }
         s->order[i] = sorted[i].pos;
     }
     s->first[n_unique] = n;
     s->n_unique = n_unique;
-    free(a); free(tmp);
+    free(a);
     return 0;
 }
 
 /* ---- coalescing: each row's grad, repeats summed in position order ---- */
 
+/* How far ahead (rows, or positions of repeated rows) loops ask for lines,
+ * and how much of a row. 4 rows (of 64 floats: 12 lines of param, state and
+ * grad each) were the fastest of 2 to 32 on a million-row table here: more
+ * asks only queue behind the misses in flight. */
+#define PREFETCH_AHEAD 4
+#define PREFETCH_BYTES 1024
+#define PREFETCH_POSITIONS 4
+
+/* Ask for the first `bytes` (at most PREFETCH_BYTES) of p's lines. */
+static inline void prefetch_lines(const void *p, size_t bytes, int write)
+{
+    if (bytes > PREFETCH_BYTES) bytes = PREFETCH_BYTES;
+    for (size_t o = 0; o < bytes; o += 64) {
+        if (write) __builtin_prefetch((const char *)p + o, 1, 3);
+        else __builtin_prefetch((const char *)p + o, 0, 3);
+    }
+}
+
+/* out = the sum of values' rows pos[0], pos[1], ... pos[n_pos-1], added in
+ * that order; while adding one, the row PREFETCH_AHEAD positions later (of
+ * this or the next rows: pos[k] exists for k < n_ahead) is asked for. */
 #define DEFINE_SUM(T, name) \
-    static void name(T *restrict out, const T *values, const size_t *pos, size_t n_pos, size_t len) \
+    static void name(T *restrict out, const T *restrict values, const size_t *pos, size_t n_pos, \
+                     size_t n_ahead, size_t len) \
     { \
-        const T *v0 = values + pos[0] * len; \
-        for (size_t j = 0; j < len; j++) out[j] = v0[j]; \
-        for (size_t k = 1; k < n_pos; k++) { \
-            const T *v = values + pos[k] * len; \
-            for (size_t j = 0; j < len; j++) out[j] = out[j] + v[j]; \
+        for (size_t k = 0; k < n_pos; k++) { \
+            if (k + PREFETCH_AHEAD < n_ahead) \
+                prefetch_lines(values + pos[k + PREFETCH_AHEAD] * len, len * sizeof(T), 0); \
+            const T *restrict v = values + pos[k] * len; \
+            if (k == 0) { \
+                for (size_t j = 0; j < len; j++) out[j] = v[j]; \
+            } else { \
+                for (size_t j = 0; j < len; j++) out[j] = out[j] + v[j]; \
+            } \
         } \
     }
 DEFINE_SUM(float, sum_rows_f32)
 DEFINE_SUM(double, sum_rows_f64)
 
+/* Planned row r's grad, when it occurs more than once: its values summed
+ * into its slot. */
+static void sum_row(const optimc_sparse *s, size_t r, int dtype)
+{
+    size_t a = s->first[r], b = s->first[r + 1];
+    if (b - a < 2) return;
+    void *out = (void *)s->grad[r];
+    if (dtype == OPTIMC_FLOAT32) sum_rows_f32(out, s->values, &s->order[a], b - a, s->nnz - a, s->row_len);
+    else sum_rows_f64(out, s->values, &s->order[a], b - a, s->nnz - a, s->row_len);
+}
+
+/* The given rows a planned row's grad is read from (its values' first few
+ * positions when repeats are not summed yet). */
+static void prefetch_grad(const optimc_sparse *s, size_t r, size_t row_bytes, int summed)
+{
+    size_t a = s->first[r], b = s->first[r + 1];
+    if (b - a == 1 || summed) {
+        prefetch_lines(s->grad[r], row_bytes, 0);
+        return;
+    }
+    if (b - a > PREFETCH_POSITIONS) b = a + PREFETCH_POSITIONS;
+    for (size_t k = a; k < b; k++) prefetch_lines((const char *)s->values + s->order[k] * row_bytes, row_bytes, 0);
+}
+
 void optimc_sparse_coalesce(optimc_sparse *s, int dtype)
 {
-    size_t isz = dtype_size(dtype), len = s->row_len, slot = 0;
-    const char *values = s->values;
+    size_t row_bytes = s->row_len * dtype_size(dtype);
     for (size_t r = 0; r < s->n_unique; r++) {
-        size_t a = s->first[r], b = s->first[r + 1];
-        if (b - a == 1) {
-            s->grad[r] = values + s->order[a] * len * isz;
-            continue;
-        }
-        char *out = (char *)s->sums + slot++ * len * isz;
-        if (dtype == OPTIMC_FLOAT32) sum_rows_f32((float *)out, (const float *)values, &s->order[a], b - a, len);
-        else sum_rows_f64((double *)out, (const double *)values, &s->order[a], b - a, len);
-        s->grad[r] = out;
+        if (r + PREFETCH_AHEAD < s->n_unique) prefetch_grad(s, r + PREFETCH_AHEAD, row_bytes, 0);
+        sum_row(s, r, dtype);
     }
 }
 
-/* ---- which algorithms take row-sparse grads ---- */
-
-static double field(int algorithm, const optimc_hyper *h, const char *name)
-{
-    int k = optimc_hyper_index(algorithm, name);
-    return k < 0 ? 0.0 : h->v[k];
-}
+/* ---- which algorithms take row-sparse grads: their rule's mark ---- */
 
 int optimc_sparse_accepts(int algorithm, const optimc_hyper *h, const char **option)
 {
-    const char *name = optimc_algorithms[algorithm].name;
+    const optimc_algorithm *alg = &optimc_algorithms[algorithm];
     *option = NULL;
-    if (strcmp(name, "sparse_adam") == 0 || strcmp(name, "rowwise_adagrad") == 0) return 1;
-    /* torch's sparse SGD has no momentum buffer to update lazily */
-    if (strcmp(name, "sgd") == 0) {
-        if (field(algorithm, h, "momentum") == 0) return 1;
-        *option = "momentum";
-        return 0;
+    if (!alg->sparse) return 0;
+    for (int z = 0; z < alg->n_sparse_zero; z++) {
+        int k = optimc_hyper_index(algorithm, alg->sparse_zero[z]);
+        if (k >= 0 && h->v[k] != 0) {
+            *option = alg->sparse_zero[z];
+            return 0;
+        }
     }
-    /* as torch.optim.Adagrad: weight decay would touch every row */
-    if (strcmp(name, "adagrad") == 0) {
-        if (field(algorithm, h, "weight_decay") == 0) return 1;
-        *option = "weight_decay";
-        return 0;
-    }
-    return 0;
+    return 1;
 }
 
 /* ---- the step ---- */
@@ -195,15 +242,12 @@ static int is_rowwise(const optimc_algorithm *alg)
 
 int optimc_sparse_rowwise(int algorithm) { return is_rowwise(&optimc_algorithms[algorithm]); }
 
-/* How many rows ahead the row loop prefetches, and how much of each row. */
-#define PREFETCH_AHEAD 4
-#define PREFETCH_BYTES 1024
-
 typedef struct {
     const optimc_impl *impl;
     const optimc_algorithm *alg;
     const optimc_tensor *x;
     const optimc_sparse *s;
+    int summed;   /* the plan's repeated rows are summed already (for the guard) */
 } apply_job;
 
 /* The rows a tensor's step updates: its plan's, or (a dense grad to a
@@ -220,7 +264,8 @@ static size_t row_len_of(const optimc_tensor *x, const optimc_sparse *s)
 }
 
 /* Rows [n·k/W, n·(k+1)/W) of the n updated: each a range of the rule's kernel
- * over a one-row view of the tensor. */
+ * over a one-row view of the tensor, its repeats summed first (a row's sum
+ * is the same whichever worker makes it). */
 static void rows_task(void *arg, int k, int n_workers)
 {
     const apply_job *job = arg;
@@ -234,31 +279,26 @@ static void rows_task(void *arg, int k, int n_workers)
     optimc_tensor y = *x;
     y.n = len;
     if (y.ndim) y.dims[0] = 1;   /* the view is one row */
-    size_t row_bytes = len * isz, lines = row_bytes < PREFETCH_BYTES ? row_bytes : PREFETCH_BYTES;
+    size_t row_bytes = len * isz;
     const char *dense = x->grad;
+    optimc_kernel_fn kernel = job->impl[x->dtype].kernel;
     for (size_t r = lo; r < hi; r++) {
         if (s && r + PREFETCH_AHEAD < hi) {
             /* rows are scattered over the table: ask for a later row's lines now,
              * so that their latency overlaps this row's work */
             size_t ahead = (size_t)s->rows[r + PREFETCH_AHEAD];
-            const char *pa = (const char *)x->param + ahead * row_bytes, *ga = s->grad[r + PREFETCH_AHEAD];
-            for (size_t o = 0; o < lines; o += 64) {
-                __builtin_prefetch(pa + o, 1, 3);
-                __builtin_prefetch(ga + o, 0, 3);
-            }
-            for (int b = 0; b < OPTIMC_MAX_STATE; b++) {
-                if (!x->state[b]) continue;
-                const char *sa = (const char *)x->state[b] + ahead * stride[b];
-                size_t n_b = stride[b] < lines ? stride[b] : lines;
-                for (size_t o = 0; o < n_b; o += 64) __builtin_prefetch(sa + o, 1, 3);
-            }
+            prefetch_lines((const char *)x->param + ahead * row_bytes, row_bytes, 1);
+            prefetch_grad(s, r + PREFETCH_AHEAD, row_bytes, job->summed);
+            for (int b = 0; b < OPTIMC_MAX_STATE; b++)
+                if (x->state[b]) prefetch_lines((const char *)x->state[b] + ahead * stride[b], stride[b], 1);
         }
         size_t row = s ? (size_t)s->rows[r] : r;
-        y.param = (char *)x->param + row * len * isz;
-        y.grad = s ? s->grad[r] : dense + row * len * isz;
+        if (s && !job->summed) sum_row(s, r, x->dtype);
+        y.param = (char *)x->param + row * row_bytes;
+        y.grad = s ? s->grad[r] : dense + row * row_bytes;
         for (int b = 0; b < OPTIMC_MAX_STATE; b++)
             y.state[b] = x->state[b] ? (char *)x->state[b] + row * stride[b] : NULL;
-        job->impl[x->dtype].kernel(&y, 0, len);
+        kernel(&y, 0, len);
     }
 }
 
@@ -305,7 +345,10 @@ void optimc_sparse_step(int algorithm, const optimc_hyper *groups, optimc_tensor
     optimc_step_report local;
     if (!report) report = &local;
     memset(report, 0, sizeof *report);
-    for (size_t t = 0; t < n_tensors; t++)
+    /* the guard measures the coalesced rows, so they are summed first; else
+     * each row is summed just before its update, in the same pass */
+    int summed = guard && (guard->max_grad_norm > 0 || guard->skip_nonfinite);
+    for (size_t t = 0; summed && t < n_tensors; t++)
         if (sparse[t]) optimc_sparse_coalesce(sparse[t], tensors[t].dtype);
     if (guard_step(guard, tensors, sparse, n_tensors, report)) {
         report->skipped = 1;
@@ -324,7 +367,7 @@ void optimc_sparse_step(int algorithm, const optimc_hyper *groups, optimc_tensor
         for (int k = 0; k < OPTIMC_MAX_STATE; k++) n_state += x->state[k] != NULL;
         size_t elements = s ? s->n_unique * s->row_len : x->n;
         size_t bytes = elements * dtype_size(x->dtype) * (size_t)(3 + 2 * n_state);
-        apply_job job = {impl, alg, x, s};
+        apply_job job = {impl, alg, x, s, summed};
         optimc_task task = s || rowwise ? rows_task : dense_task;
         if (threads > 1 && bytes >= threshold) optimc_pool_run(task, &job, threads);
         else task(&job, 0, 1);

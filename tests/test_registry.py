@@ -126,3 +126,31 @@ def test_callable_lr_is_never_seen_as_a_number_before_the_first_step():
             fixed.step([g])
             scheduled.step([g])
         assert np.array_equal(a, b), f"{cls.__name__}: a callable lr gives other results than the same number"
+
+
+@pytest.mark.parametrize("cls", optimc.ALL, ids=NAMES)
+def test_sparse_mark_and_class_agree(cls):
+    """A rule's sparse mark (csrc/rules/<name>.h: <name>_SPARSE, the fields that
+    must be 0) is what the C step checks; the class repeats it as sparse_grads,
+    which names it in the refusals. They must agree: a class that says None on
+    a marked rule (NAG on SGD's) must refuse the mark's options itself."""
+    mark = _core.algorithms()[cls._kernel]["sparse"]
+    declared = cls.sparse_grads
+    if mark is None:
+        assert declared is None, f"{cls.__name__}.sparse_grads = {declared!r}, but its rule " \
+                                 f"{cls._kernel!r} has no <name>_SPARSE mark (the C step refuses SparseGrads)"
+        return
+    if declared is not None:
+        assert tuple(declared) == tuple(mark), \
+            f"{cls.__name__}.sparse_grads = {declared!r}, its rule's mark says {mark!r}"
+        assert set(declared) <= set(_core.algorithms()[cls._kernel]["fields"])
+        assert cls in optimc.sparse.takers() and cls.__name__ in optimc.Optimizer._sparse_takers
+        # the mark's options at 0 (where the class lets them be): a SparseGrad is taken
+        W = np.ones((4, 2))
+        cls([W], **{k: 0.0 for k in declared if k in cls._hyper_names}).step(
+            [optimc.SparseGrad(np.array([1, 1]), np.ones((2, 2)))])
+        assert np.array_equal(W[[0, 2, 3]], np.ones((3, 2))) and not np.array_equal(W[1], np.ones(2))
+        return
+    # the rule takes SparseGrads but the class says it never does: it must not reach the mark's options
+    with pytest.raises(ValueError):
+        cls([np.ones((4, 2))], **{k: 0.0 for k in mark})

@@ -358,6 +358,7 @@ def test_optimizers_that_do_not_take_sparse_grads_say_which_do():
                 assert name in str(e)
             assert np.array_equal(W, np.ones((4, 2))) and opt.step_count == 0
     assert set(accepting) == {c.__name__ for c in optimc.ALL} & {"SGD", "Adagrad", "SparseAdam", "RowWiseAdagrad"}
+    assert set(accepting) <= {c.__name__ for c in optimc.sparse.takers()}
     with pytest.raises(TypeError, match=r"SGD takes a SparseGrad only with momentum=0.*momentum=0.9"):
         optimc.SGD([np.ones((4, 2))], momentum=0.9).step([SparseGrad(np.array([1]), np.ones((1, 2)))])
     with pytest.raises(TypeError, match=r"only with weight_decay=0"):

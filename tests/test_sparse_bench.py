@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from optimc.bench import cli
-from optimc.bench.sparse import coalesce_add_at, coalesce_reduceat, format_sparse, sparse_section
+from optimc.bench.sparse import (COALESCERS, coalesce_add_at, coalesce_ranks, coalesce_reduceat, format_sparse,
+                                 sparse_section)
 
 TINY = dict(sample_time=1e-4, case_time=1e-3, min_rounds=1, max_rounds=1, check_steps=1)
 
@@ -15,6 +16,12 @@ def test_numpy_coalescers_agree():
     v = rng.standard_normal((200, 3))
     (r1, g1), (r2, g2) = coalesce_add_at(idx, v), coalesce_reduceat(idx, v)
     assert np.array_equal(r1, r2) and np.allclose(g1, g2)
+    # by rank of repeat: the same rows, each summed in position order as np.add.at sums
+    r3, g3 = coalesce_ranks(idx, v)
+    assert np.array_equal(r3, r1) and np.array_equal(g3, g1)
+    assert coalesce_ranks in COALESCERS.values()
+    r4, g4 = coalesce_ranks(idx[:0], v[:0])
+    assert r4.shape == (0,) and g4.shape == (0, 3)
 
 
 @pytest.mark.filterwarnings("ignore:Sparse invariant checks")

@@ -218,7 +218,7 @@ static PyObject *names_tuple(const char *const *names, int n)
     return t;
 }
 
-/* algorithms() -> {name: {"fields": (...), "state": (...), "layouts": (...), "scalars": (...)}} */
+/* algorithms() -> {name: {"fields": (...), "state": (...), "layouts": (...), "scalars": (...), "sparse": ...}} */
 static PyObject *mod_algorithms(PyObject *m, PyObject *noargs)
 {
     (void)m; (void)noargs;
@@ -233,12 +233,15 @@ static PyObject *mod_algorithms(PyObject *m, PyObject *noargs)
             layouts[k] = layout_names[alg->state_layout[k]];
             kind_names[k] = kinds[alg->state_kind[k]];
         }
-        PyObject *d = Py_BuildValue("{s:N,s:N,s:N,s:N,s:N}",
+        /* sparse: None, or the fields that must be 0 for row-sparse grads */
+        PyObject *sparse = alg->sparse ? names_tuple(alg->sparse_zero, alg->n_sparse_zero) : (Py_INCREF(Py_None), Py_None);
+        PyObject *d = Py_BuildValue("{s:N,s:N,s:N,s:N,s:N,s:N}",
                                     "fields", names_tuple(alg->hyper_names, alg->n_hyper),
                                     "state", names_tuple(alg->state_names, alg->n_state),
                                     "layouts", names_tuple(layouts, alg->n_state),
                                     "state_kind", names_tuple(kind_names, alg->n_state),
-                                    "scalars", names_tuple(alg->scalar_names, alg->n_scalars));
+                                    "scalars", names_tuple(alg->scalar_names, alg->n_scalars),
+                                    "sparse", sparse);
         if (!d || PyDict_SetItemString(out, alg->name, d) < 0) Py_CLEAR(out);
         Py_XDECREF(d);
     }
@@ -295,7 +298,7 @@ static PyObject *mod_set_thread_threshold(PyObject *m, PyObject *arg)
 
 static PyMethodDef module_methods[] = {
     {"algorithms", mod_algorithms, METH_NOARGS,
-     "The C registry: {rule name: {'fields', 'state', 'layouts', 'state_kind', 'scalars'}} (what each rule file declares)."},
+     "The C registry: {rule name: {'fields', 'state', 'layouts', 'state_kind', 'scalars', 'sparse'}} (what each rule file declares; 'sparse': None, or the fields that must be 0 for row-sparse grads)."},
     {"config", mod_config, METH_NOARGS, "SIMD level, threads and build flags."},
     {"zeros_like", mod_zeros_like, METH_O,
      "A zeroed, 64-byte-aligned array like the given float array, in C-allocated memory."},

@@ -117,8 +117,8 @@ PyTypeObject SparseGradType = {
               "indices[k] has grad values[k]. indices: 1-D int32/int64; values: shape\n"
               "(len(indices),) + param.shape[1:], the param's dtype. Repeated indices are\n"
               "summed in the order given. Pass it in step()'s grads in place of the dense\n"
-              "grad; SGD (without momentum), Adagrad, SparseAdam and RowWiseAdagrad take it\n"
-              "and update only the rows given. The arrays are referenced, not copied.",
+              "grad; the optimizers whose rule takes it (optimc.sparse.takers()) update\n"
+              "only the rows given. The arrays are referenced, not copied.",
     .tp_new = SparseGrad_new,
     .tp_dealloc = (destructor)SparseGrad_dealloc,
     .tp_repr = (reprfunc)SparseGrad_repr,
@@ -170,7 +170,16 @@ int sparse_begin(Engine *self)
     return 0;
 }
 
-#define ACCEPTED_BY "SGD (without momentum), Adagrad (without weight_decay), SparseAdam and RowWiseAdagrad"
+/* The optimizers that take SparseGrads, for messages: the classes say it
+ * (their `_sparse_takers`, from the rules' marks); a bare Engine has none. */
+static PyObject *sparse_takers(Engine *self)
+{
+    PyObject *t = PyObject_GetAttrString((PyObject *)self, "_sparse_takers");
+    if (t && PyUnicode_Check(t)) return t;
+    Py_XDECREF(t);
+    PyErr_Clear();
+    return PyUnicode_FromString("the optimizers whose rule has a sparse mark");
+}
 
 int sparse_check_grad(Engine *self, Py_ssize_t i, PyObject *o)
 {
@@ -179,20 +188,23 @@ int sparse_check_grad(Engine *self, Py_ssize_t i, PyObject *o)
     PyArrayObject *p = self->params[i];
     const char *option;
     if (!optimc_sparse_accepts(self->algorithm, &self->groups[x->group], &option)) {
+        PyObject *takers = sparse_takers(self);
+        if (!takers) return -1;
         if (!option) {
             engine_raise(self, PyExc_TypeError, "grads", i,
-                         "%s does not take a SparseGrad (a row-sparse grad); " ACCEPTED_BY " do. "
-                         "Pass a dense grad, or use one of those", Py_TYPE(self)->tp_name);
+                         "%s does not take a SparseGrad (a row-sparse grad); %U do. "
+                         "Pass a dense grad, or use one of those", Py_TYPE(self)->tp_name, takers);
         } else {
             int k = optimc_hyper_index(self->algorithm, option);
             PyObject *v = PyFloat_FromDouble(self->groups[x->group].v[k]);
             if (v)
                 engine_raise(self, PyExc_TypeError, "grads", i,
                              "%s takes a SparseGrad only with %s=0 (as torch.optim's sparse %s), and "
-                             "param group %d has %s=%R; " ACCEPTED_BY " take SparseGrads",
-                             Py_TYPE(self)->tp_name, option, Py_TYPE(self)->tp_name, x->group, option, v);
+                             "param group %d has %s=%R; %U take SparseGrads",
+                             Py_TYPE(self)->tp_name, option, Py_TYPE(self)->tp_name, x->group, option, v, takers);
             Py_XDECREF(v);
         }
+        Py_DECREF(takers);
         return -1;
     }
     if (x->state_format != OPTIMC_STATE_NATIVE) {

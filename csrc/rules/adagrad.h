@@ -3,12 +3,15 @@
  *   G ← G + g²                          sum (starts at initial_accumulator_value)
  *   θ ← θ − η_t · g / (√G + ε)
  */
-#if defined(OPTIMC_LIST)
+#if defined(OPTIMC_LIST_SPARSE)
+OPTIMC_LIST_SPARSE(adagrad)
+#elif defined(OPTIMC_LIST)
 OPTIMC_LIST(adagrad)
 #elif !defined(T)
 #define adagrad_HYPER(F) F(lr_decay) F(initial_accumulator_value) F(eps)
 #define adagrad_STATE(S) S(sum, 1, h->initial_accumulator_value, param, unsigned)
 #define adagrad_SCALARS(S) 
+#define adagrad_SPARSE(Z) Z(weight_decay)
 OPTIMC_DESCRIBE(adagrad)
 #else
 typedef struct {

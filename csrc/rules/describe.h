@@ -56,6 +56,20 @@
  * `cols` doubles per chunk, for per-column partial sums, then one double per
  * matrix), which a finish may combine in chunk order. Below 2-D the chunks
  * are the ordinary ones and x->scratch is NULL.
+ *
+ * Row-sparse grads (optimc.SparseGrad). A rule whose update at the rows a
+ * grad gives is its sparse semantics (the dense rule at those rows, or its
+ * own lazy form) says so in its first branch,
+ *     #if defined(OPTIMC_LIST_SPARSE)
+ *     OPTIMC_LIST_SPARSE(<name>)
+ *     #elif defined(OPTIMC_LIST)
+ *     OPTIMC_LIST(<name>)
+ * and its description adds
+ *   <name>_SPARSE(Z)   Z(field) for each field that must be 0 for it to take
+ *                      them (SGD's momentum: no buffer to update lazily);
+ *                      empty when it always does.
+ * The registry publishes the mark (optimc_algorithm.sparse, sparse_zero;
+ * _core.algorithms()[name]["sparse"]); sparse.c and the classes read it.
  */
 #ifndef OPTIMC_RULES_DESCRIBE_H
 #define OPTIMC_RULES_DESCRIBE_H

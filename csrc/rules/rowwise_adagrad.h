@@ -10,12 +10,15 @@
  * for row-sparse ones; x->dims[0] rows of x->n / x->dims[0] elements, and
  * [lo, hi) a whole number of rows.
  */
-#if defined(OPTIMC_LIST)
+#if defined(OPTIMC_LIST_SPARSE)
+OPTIMC_LIST_SPARSE(rowwise_adagrad)
+#elif defined(OPTIMC_LIST)
 OPTIMC_LIST(rowwise_adagrad)
 #elif !defined(T)
 #define rowwise_adagrad_HYPER(F) F(lr_decay) F(initial_accumulator_value) F(eps)
 #define rowwise_adagrad_STATE(S) S(sum, 1, h->initial_accumulator_value, rows, exact)
 #define rowwise_adagrad_SCALARS(S) 
+#define rowwise_adagrad_SPARSE(Z) 
 OPTIMC_DESCRIBE(rowwise_adagrad)
 #else
 typedef struct {

@@ -5,12 +5,15 @@
  *   d ← g + μb (nesterov), else d ← b             (d ← g without momentum)
  *   θ ← θ − ηd
  */
-#if defined(OPTIMC_LIST)
+#if defined(OPTIMC_LIST_SPARSE)
+OPTIMC_LIST_SPARSE(sgd)
+#elif defined(OPTIMC_LIST)
 OPTIMC_LIST(sgd)
 #elif !defined(T)
 #define sgd_HYPER(F) F(momentum) F(dampening) F(nesterov)
 #define sgd_STATE(S) S(momentum_buffer, h->momentum != 0, 0, param, signed)
 #define sgd_SCALARS(S) 
+#define sgd_SPARSE(Z) Z(momentum)
 OPTIMC_DESCRIBE(sgd)
 #else
 typedef struct {

@@ -7,12 +7,15 @@
  * A dense grad is every row given once. weight_decay (L2, optimc's extension;
  * torch has none) is added to the grad at the given rows.
  */
-#if defined(OPTIMC_LIST)
+#if defined(OPTIMC_LIST_SPARSE)
+OPTIMC_LIST_SPARSE(sparse_adam)
+#elif defined(OPTIMC_LIST)
 OPTIMC_LIST(sparse_adam)
 #elif !defined(T)
 #define sparse_adam_HYPER(F) F(beta1) F(beta2) F(eps)
 #define sparse_adam_STATE(S) S(exp_avg, 1, 0, param, exact) S(exp_avg_sq, 1, 0, param, exact)
 #define sparse_adam_SCALARS(S) 
+#define sparse_adam_SPARSE(Z) 
 OPTIMC_DESCRIBE(sparse_adam)
 #else
 typedef struct {

@@ -16,8 +16,9 @@ from .groups import split_params
 class SGD(Optimizer):
     """Stochastic gradient descent, with optional momentum, dampening and
     Nesterov momentum (torch.optim.SGD's formulas). State: ``momentum_buffer``
-    (when momentum > 0 at creation)."""
+    (when momentum > 0 at creation). Takes ``optimc.SparseGrad`` without momentum."""
     _kernel = "sgd"
+    sparse_grads = ("momentum",)   # as torch's sparse SGD: no buffer to update lazily
 
     def __init__(self, params, lr=0.01, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0, maximize=False, **options):
@@ -41,6 +42,7 @@ class NAG(SGD):
     """Nesterov accelerated gradient: SGD with ``nesterov=True`` in its
     look-ahead-free form (docs/algorithms.md shows the equivalence)."""
     _fixed = {"nesterov": True, "dampening": 0.0}
+    sparse_grads = None   # it needs momentum > 0, and SGD's rule takes SparseGrads only without
 
     def __init__(self, params, lr=0.01, momentum=0.9, weight_decay=0.0, maximize=False, **options):
         Optimizer.__init__(self, params, locals(), **options)
@@ -52,8 +54,9 @@ class NAG(SGD):
 
 class Adagrad(Optimizer):
     """Adagrad: per-element steps scaled by the root of the summed squared
-    grads. State: ``sum``."""
+    grads. State: ``sum``. Takes ``optimc.SparseGrad`` without weight decay."""
     _kernel = "adagrad"
+    sparse_grads = ("weight_decay",)   # as torch.optim.Adagrad: decay would touch every row
     _structural = ("initial_accumulator_value",)
 
     def __init__(self, params, lr=0.01, lr_decay=0.0, weight_decay=0.0,
@@ -464,6 +467,7 @@ class SparseAdam(Optimizer):
     ``weight_decay`` (L2 at the given rows) is optimc's addition.
     State: ``exp_avg``, ``exp_avg_sq``."""
     _kernel = "sparse_adam"
+    sparse_grads = ()
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False,
                  **options):
@@ -477,6 +481,7 @@ class RowWiseAdagrad(Optimizer):
     with ``optimc.SparseGrad`` or dense grads; weight decay L2 or decoupled.
     State: ``sum`` (one value per row)."""
     _kernel = "rowwise_adagrad"
+    sparse_grads = ()
     _structural = ("initial_accumulator_value",)
     elementwise = False
 

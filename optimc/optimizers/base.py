@@ -86,6 +86,10 @@ class Optimizer(Checkpointing, Display, _core.Engine):
     _pairs: dict = {"betas": ("beta1", "beta2")}   # pair -> its two C fields
     _hyper_names: tuple = ()   # from the __init__ signature
     _registry: list = []       # every algorithm class, in definition order
+    # Row-sparse grads (optimc.SparseGrad): None if the class never takes them,
+    # else the hyperparameters that must be 0 for it to (its rule's mark,
+    # _core.algorithms()[_kernel]["sparse"], which the C step checks)
+    sparse_grads = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
