@@ -25,10 +25,10 @@
  * 65536-entry table (64 KiB per map, more than a core's L1 cache); here it is
  * the same function in 8 or 16 KiB: the cell's offset from the grid's centre,
  * u = 2k − 65535 (odd, |u| ≤ 65535), is converted to float, and its sign,
- * exponent and top `mbits` mantissa bits pick a bucket — a run of cells
+ * exponent and top `bucket_bits` mantissa bits pick a bucket — a run of cells
  * whose length grows with |u|, like the map's own (logarithmic) spacing.
- * Each bucket holds at most two codes (quantize.c picks the smallest mbits
- * for which that is so: 6 signed, 7 unsigned), so one 32-bit entry says
+ * Each bucket holds at most two codes (quantize.c picks the smallest
+ * bucket_bits for which that is so: 6 signed, 7 unsigned), so one 32-bit entry says
  * them: code = k < edge ? low : high. tests/test_lowprec_quantize.py checks
  * every one of the 65536 cells against the reference's table.
  *
@@ -151,8 +151,9 @@ static inline __m256i optimc_q8_code8(const optimc_qmap *m, const float *x, __m2
     __m256i b = _mm256_sub_epi32(_mm256_srl_epi32(u, _mm_cvtsi32_si128((int)(23 - mb))),
                                  _mm256_set1_epi32((int)(127u << mb)));
     b = _mm256_sub_epi32(b, _mm256_and_si256(_mm256_srai_epi32(u, 31), _mm256_set1_epi32((int)(240u << mb))));
-    /* one gather from the 8 or 16 KiB of buckets (measured faster here than
-     * eight loads and inserts; see docs/performance.md) */
+    /* one gather from the 8 or 16 KiB of buckets: the indices are in a
+     * register, and extracting them for eight loads and inserts measured
+     * slower here (AMD Zen 3; docs/performance.md) */
     __m256i e = _mm256_i32gather_epi32((const int *)m->bucket, b, 4);
     const __m256i byte = _mm256_set1_epi32(0xFF);
     __m256i below = _mm256_cmpgt_epi32(_mm256_and_si256(e, _mm256_set1_epi32(0xFFFF)), cell);
@@ -175,8 +176,9 @@ static inline float optimc_q8_encode(const optimc_qmap *m, const float *restrict
     size_t i = 0;
 #if defined(__AVX2__) && defined(__FMA__)
     const __m256 vinv = _mm256_set1_ps(inv);
-    /* 32 codes per store: two packs put lane j's bytes of the four vectors
-     * side by side; the permute puts them in element order */
+    /* 32 codes per store: the two packs leave 4-byte groups in the order
+     * c0 c1 c2 c3 (first halves), c0 c1 c2 c3 (second halves); the permute
+     * puts the groups in element order */
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (; i + 32 <= n; i += 32) {
         __m256i c0 = optimc_q8_code8(m, x + i, vinv), c1 = optimc_q8_code8(m, x + i + 8, vinv);
@@ -194,7 +196,8 @@ static inline void optimc_q8_decode(const optimc_qmap *m, const uint8_t *restric
 {
     size_t i = 0;
 #if defined(__AVX2__) && defined(__FMA__)
-    /* eight plain loads: cheaper than a gather instruction on many CPUs */
+    /* eight plain loads (the codes are bytes in memory, so no extraction):
+     * measured faster here than a gather */
     const __m256 scale = _mm256_set1_ps(absmax);
     const float *code = m->code;
     for (; i + 8 <= n; i += 8) {
