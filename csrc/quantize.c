@@ -22,6 +22,32 @@ static int cmp_float(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The bucket entries of m (m->bucket_bits set), from the midpoints of its
+ * codes: each cell's centre takes the nearest code (ties to the lower).
+ * Returns 0 if a bucket would hold more than two codes. A bucket's cells
+ * are consecutive, and codes ascend with cells. */
+static int fill_buckets(optimc_qmap *m, const float *mid)
+{
+    static unsigned char seen[OPTIMC_QBUCKETS];   /* only used under maps_once */
+    memset(seen, 0, sizeof seen);
+    memset(m->bucket, 0, sizeof m->bucket);
+    uint32_t code = 0;
+    for (uint32_t cell = 0; cell < OPTIMC_QGRID; cell++) {
+        float centre = (2.0f * (float)cell) / (float)(OPTIMC_QGRID - 1) - 1.0f;
+        while (code < 255 && mid[code] < centre) code++;
+        uint32_t b = optimc_q8_bucket(m, cell);
+        uint32_t *e = &m->bucket[b];
+        if (!seen[b]) {                       /* the bucket's first cell: one code so far */
+            seen[b] = 1;
+            *e = code << 16 | code << 24;
+        } else if (code != *e >> 24) {
+            if (((*e >> 16) & 0xFFu) != *e >> 24) return 0;   /* a third code */
+            *e = cell | (*e & 0x00FF0000u) | code << 24;       /* the edge: where the high code starts */
+        }
+    }
+    return 1;
+}
+
 /* bitsandbytes' create_dynamic_map(signed, max_exponent_bits=7, total_bits=8):
  * decade i (scale 10^(i−6)) holds the midpoints of linspace(0.1, 1, k + 1),
  * k = 2^i signed (and their negatives) or 2^(i+1) unsigned; then 0 and 1. */
@@ -41,15 +67,14 @@ static void build_map(optimc_qmap *m, int is_signed)
     m->code[k++] = 0.0f;
     m->code[k++] = 1.0f;
     qsort(m->code, 256, sizeof(float), cmp_float);
-    /* the grid: each cell's centre takes the nearest code (ties to the lower) */
+    /* the grid's buckets: the fewest index bits for which no bucket holds
+     * more than two codes (quantize.h); OPTIMC_QBUCKET_BITS_MAX is enough for
+     * both maps, and the tests check every cell */
     float mid[255];
     for (int i = 0; i < 255; i++) mid[i] = (m->code[i] + m->code[i + 1]) * 0.5f;
-    int c = 0;
-    for (int cell = 0; cell < OPTIMC_QGRID; cell++) {
-        float centre = (2.0f * (float)cell) / (float)(OPTIMC_QGRID - 1) - 1.0f;
-        while (c < 255 && mid[c] < centre) c++;
-        m->lut[cell] = (uint8_t)c;
-    }
+    for (m->bucket_bits = 4; m->bucket_bits < OPTIMC_QBUCKET_BITS_MAX; m->bucket_bits++)
+        if (fill_buckets(m, mid)) return;
+    fill_buckets(m, mid);
 }
 
 static void build_maps(void)

@@ -11,15 +11,26 @@
  *     |x| (NaN ignored) as a float32 scale;
  *   - a value's code: v = x·(1/absmax) clamped to [-1, 1], then the cell
  *     k = trunc(fl((v + 1)·½·65535 + ½)) (one rounding, as a fused
- *     multiply-add) of a 65536-cell grid over [-1, 1], and code = lut[k],
- *     where lut[k] is the code whose value is nearest to the cell's
- *     centre −1 + 2k/65535 (ties to the lower code; midpoints in float).
+ *     multiply-add) of a 65536-cell grid over [-1, 1], and code = lut(k),
+ *     the code whose value is nearest to the cell's centre −1 + 2k/65535
+ *     (ties to the lower code; midpoints in float).
  *     A NaN value takes code 0; a block of zeros takes codes 0 and absmax 0.
  *   - decoding: map[code]·absmax.
- * The grid is what makes encoding one table read per element instead of a
+ * The grid is what makes encoding a table read per element instead of a
  * search; it also means (as in bitsandbytes) that a value within half a grid
  * cell (1.5e-5·absmax) of zero decodes to the map entry nearest that cell's
  * centre, not to 0.
+ *
+ * lut(k) is a step function of k with 255 steps. bitsandbytes reads it from a
+ * 65536-entry table (64 KiB per map, more than a core's L1 cache); here it is
+ * the same function in 8 or 16 KiB: the cell's offset from the grid's centre,
+ * u = 2k − 65535 (odd, |u| ≤ 65535), is converted to float, and its sign,
+ * exponent and top `bucket_bits` mantissa bits pick a bucket — a run of cells
+ * whose length grows with |u|, like the map's own (logarithmic) spacing.
+ * Each bucket holds at most two codes (quantize.c picks the smallest
+ * bucket_bits for which that is so: 6 signed, 7 unsigned), so one 32-bit entry says
+ * them: code = k < edge ? low : high. tests/test_lowprec_quantize.py checks
+ * every one of the 65536 cells against the reference's table.
  *
  * bfloat16: the top 16 bits of a float32, rounded to nearest even; NaN stays
  * a (quiet) NaN.
@@ -41,10 +52,14 @@
 
 #define OPTIMC_QBLOCK 256          /* elements per 8-bit block (one absmax each) */
 #define OPTIMC_QGRID 65536         /* cells of the encoding grid over [-1, 1] */
+#define OPTIMC_QBUCKET_BITS_MAX 7  /* mantissa bits of a bucket index, at most */
+#define OPTIMC_QBUCKETS (32 << OPTIMC_QBUCKET_BITS_MAX)   /* sign x 16 exponents x mantissa */
 
 typedef struct {
     float code[256];               /* the map, ascending */
-    uint8_t lut[OPTIMC_QGRID];     /* grid cell -> nearest code */
+    /* cell -> code (see the top of this file): bucket[b] = edge | low << 16 | high << 24 */
+    int bucket_bits;               /* mantissa bits of the bucket index */
+    uint32_t bucket[OPTIMC_QBUCKETS];
 } optimc_qmap;
 
 /* The two maps, built on first use (thread-safe); never NULL. */
@@ -98,6 +113,55 @@ static inline uint32_t optimc_q8_cell(float v)
     return (uint32_t)(int32_t)r;
 }
 
+/* The bucket of a grid cell: sign, exponent and top bucket_bits mantissa bits
+ * of u = 2·cell − 65535 as a float (exact: |u| < 2^24), counted from 0 for
+ * u > 0 and from 16 << bucket_bits for u < 0. */
+static inline uint32_t optimc_q8_bucket(const optimc_qmap *m, uint32_t cell)
+{
+    float u = (float)((int32_t)(2 * cell) - 65535);
+    uint32_t bits, mb = (uint32_t)m->bucket_bits;
+    memcpy(&bits, &u, sizeof bits);
+    uint32_t negative = bits >> 31;
+    return (bits >> (23 - mb)) - (127u << mb) - negative * (240u << mb);
+}
+
+/* The code of a grid cell: its bucket's low code before the bucket's edge,
+ * its high code from there on. */
+static inline uint32_t optimc_q8_code(const optimc_qmap *m, uint32_t cell)
+{
+    uint32_t e = m->bucket[optimc_q8_bucket(m, cell)];
+    return cell < (e & 0xFFFFu) ? (e >> 16) & 0xFFu : e >> 24;
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+/* Eight codes (one per 32-bit lane) of x[0..8)·inv: the operations of
+ * optimc_q8_cell and optimc_q8_code, lane by lane. */
+static inline __m256i optimc_q8_code8(const optimc_qmap *m, const float *x, __m256 inv)
+{
+    const __m256 one = _mm256_set1_ps(1.0f), minus_one = _mm256_set1_ps(-1.0f), half = _mm256_set1_ps(0.5f);
+    const uint32_t mb = (uint32_t)m->bucket_bits;
+    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x), inv);
+    v = _mm256_min_ps(_mm256_max_ps(v, minus_one), one);   /* maxps(NaN, -1) is -1, as in the scalar rule */
+    __m256 t = _mm256_mul_ps(_mm256_add_ps(v, one), half);
+    /* one rounding of t·65535 + ½: the fused multiply-add itself (the scalar
+     * path gets the same bits through double) */
+    __m256i cell = _mm256_cvttps_epi32(_mm256_fmadd_ps(t, _mm256_set1_ps(65535.0f), half));
+    __m256i u = _mm256_castps_si256(_mm256_cvtepi32_ps(
+        _mm256_sub_epi32(_mm256_add_epi32(cell, cell), _mm256_set1_epi32(65535))));
+    __m256i b = _mm256_sub_epi32(_mm256_srl_epi32(u, _mm_cvtsi32_si128((int)(23 - mb))),
+                                 _mm256_set1_epi32((int)(127u << mb)));
+    b = _mm256_sub_epi32(b, _mm256_and_si256(_mm256_srai_epi32(u, 31), _mm256_set1_epi32((int)(240u << mb))));
+    /* one gather from the 8 or 16 KiB of buckets: the indices are in a
+     * register, and extracting them for eight loads and inserts measured
+     * slower here (AMD Zen 3; docs/performance.md) */
+    __m256i e = _mm256_i32gather_epi32((const int *)m->bucket, b, 4);
+    const __m256i byte = _mm256_set1_epi32(0xFF);
+    __m256i below = _mm256_cmpgt_epi32(_mm256_and_si256(e, _mm256_set1_epi32(0xFFFF)), cell);
+    __m256i low = _mm256_and_si256(_mm256_srli_epi32(e, 16), byte), high = _mm256_srli_epi32(e, 24);
+    return _mm256_blendv_epi8(high, low, below);
+}
+#endif
+
 /* Encode n <= OPTIMC_QBLOCK values; returns the block's absmax. */
 static inline float optimc_q8_encode(const optimc_qmap *m, const float *restrict x, size_t n,
                                      uint8_t *restrict codes)
@@ -109,25 +173,21 @@ static inline float optimc_q8_encode(const optimc_qmap *m, const float *restrict
         return absmax;
     }
     float inv = 1.0f / absmax;
-    _Alignas(32) int32_t cell[OPTIMC_QBLOCK];
     size_t i = 0;
 #if defined(__AVX2__) && defined(__FMA__)
-    /* the same operations as optimc_q8_cell, eight at a time */
-    const __m256 vinv = _mm256_set1_ps(inv), one = _mm256_set1_ps(1.0f), minus_one = _mm256_set1_ps(-1.0f),
-                 half = _mm256_set1_ps(0.5f);
-    const __m256 cells = _mm256_set1_ps(65535.0f);
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vinv);
-        v = _mm256_min_ps(_mm256_max_ps(v, minus_one), one);
-        __m256 t = _mm256_mul_ps(_mm256_add_ps(v, one), half);
-        /* one rounding of t·65535 + ½: the fused multiply-add itself (the
-         * scalar path gets the same bits through double) */
-        __m256 r = _mm256_fmadd_ps(t, cells, half);
-        _mm256_store_si256((__m256i *)(cell + i), _mm256_cvttps_epi32(r));
+    const __m256 vinv = _mm256_set1_ps(inv);
+    /* 32 codes per store: the two packs leave 4-byte groups in the order
+     * c0 c1 c2 c3 (first halves), c0 c1 c2 c3 (second halves); the permute
+     * puts the groups in element order */
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (; i + 32 <= n; i += 32) {
+        __m256i c0 = optimc_q8_code8(m, x + i, vinv), c1 = optimc_q8_code8(m, x + i + 8, vinv);
+        __m256i c2 = optimc_q8_code8(m, x + i + 16, vinv), c3 = optimc_q8_code8(m, x + i + 24, vinv);
+        __m256i bytes = _mm256_packus_epi16(_mm256_packus_epi32(c0, c1), _mm256_packus_epi32(c2, c3));
+        _mm256_storeu_si256((__m256i *)(codes + i), _mm256_permutevar8x32_epi32(bytes, order));
     }
 #endif
-    for (; i < n; i++) cell[i] = (int32_t)optimc_q8_cell(x[i] * inv);
-    for (i = 0; i < n; i++) codes[i] = m->lut[cell[i]];
+    for (; i < n; i++) codes[i] = (uint8_t)optimc_q8_code(m, optimc_q8_cell(x[i] * inv));
     return absmax;
 }
 
@@ -136,7 +196,8 @@ static inline void optimc_q8_decode(const optimc_qmap *m, const uint8_t *restric
 {
     size_t i = 0;
 #if defined(__AVX2__) && defined(__FMA__)
-    /* eight plain loads: cheaper than a gather instruction on many CPUs */
+    /* eight plain loads (the codes are bytes in memory, so no extraction):
+     * measured faster here than a gather */
     const __m256 scale = _mm256_set1_ps(absmax);
     const float *code = m->code;
     for (; i + 8 <= n; i += 8) {

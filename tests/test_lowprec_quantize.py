@@ -131,6 +131,55 @@ def test_grid_cell_edges(signed):
     assert np.array_equal(_core.quantize_blockwise(x, signed)[0], ref_quantize(x, signed)[0])
 
 
+def _every_cell():
+    """Blocks of absmax 1 whose values land once on each of the 65536 grid
+    cells (each cell's centre; the reference computes which cell it is)."""
+    cells = np.arange(65536)
+    centre = (F32(2) * cells.astype(F32)) / F32(65535) - F32(1)
+    rows = -(-65536 // 255)
+    body = np.ones(rows * 255, F32)
+    body[:65536] = centre
+    blocks = np.ones((rows, 256), F32)                    # the last value of each block is 1
+    blocks[:, :255] = body.reshape(rows, 255)
+    return blocks.ravel()
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_every_grid_cell_takes_the_reference_code(signed):
+    """The encoder's small bucket table (quantize.h) is the reference's
+    65536-entry table, cell for cell, at the baseline level (whole arrays)."""
+    x = _every_cell()
+    v = x.reshape(-1, 256)
+    t = ((v + F32(1)) * F32(0.5)).astype(np.float64) * 65535.0 + 0.5
+    cell = t.astype(F32).astype(np.int64)[:, :255].ravel()
+    assert np.array_equal(np.sort(cell[:65536]), np.arange(65536))   # every cell, once
+    assert np.array_equal(_core.quantize_blockwise(x, signed)[0], ref_quantize(x, signed)[0])
+
+
+@pytest.mark.parametrize("level", ["baseline", "avx2", "avx512"])
+def test_every_grid_cell_in_the_step_kernels(level):
+    """The same, through the block wrapper of each SIMD level the CPU has: one
+    step of SGD with momentum stores exactly its grad (signed map), one step of
+    Adagrad stores exactly its squared grad (unsigned map)."""
+    import optimc
+    order = ["baseline", "avx2", "avx512"]
+    cfg = optimc.show_config(False)
+    if order.index(level) > order.index(cfg["cpu_simd"]):
+        pytest.skip(f"the CPU has no {level}")
+    x = _every_cell()
+    sq = np.sqrt(np.abs(x)).astype(F32)                 # squares land on (or next to) every cell >= 0
+    try:
+        optimc.set_simd(level)
+        sgd = optimc.SGD([np.zeros_like(x)], lr=0.0, momentum=0.9, state_dtype="8bit", min_8bit_size=0)
+        sgd.step([x])
+        ada = optimc.Adagrad([np.zeros_like(sq)], lr=0.0, state_dtype="8bit", min_8bit_size=0)
+        ada.step([sq])
+    finally:
+        optimc.set_simd(cfg["simd"])
+    assert np.array_equal(sgd.state[0]["momentum_buffer"], ref_quantize(x, True)[0])
+    assert np.array_equal(ada.state[0]["sum"], ref_quantize(sq * sq, False)[0])
+
+
 def test_roundtrip_error_is_bounded():
     rng = np.random.default_rng(2)
     x = rng.standard_normal(256 * 64).astype(F32)

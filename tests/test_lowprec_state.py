@@ -242,41 +242,55 @@ def _distance(a, b):
     return float(np.sqrt(sum(((x - y) ** 2).sum() for x, y in zip(a, b)) / sum((y ** 2).sum() for y in b)))
 
 
-def test_8bit_adam_stays_near_float32_adam():
-    """The documented distances (docs/guide.md, "Optimizer state in fewer bits"):
-    after 1000 steps of the spiral MLP (every param 8-bit, min_8bit_size=0) the
-    params are within 6% (relative L2) of float32 Adam's and the loss within 10%."""
-    from optimc.demo.problems import SpiralMLP
-    problem = SpiralMLP()
+# The documented distances (docs/guide.md, "Optimizer state in fewer bits"), after
+# 1000 steps of each main-job problem with every param compressed (min_8bit_size=0):
+# params within this relative L2 distance of float32 Adam's, and the loss within 10%.
+NEAR = {"SpiralMLP": 0.06, "SparseLogisticRegression": 0.1}
+
+
+@pytest.mark.parametrize("name", sorted(NEAR))
+def test_8bit_adam_stays_near_float32_adam(name):
+    from optimc.demo import problems
+    problem = getattr(problems, name)()
     full = _trajectory(problem, None)
-    for form, bound in (("8bit", 0.06), ("bfloat16", 0.06)):
+    reached = problem.loss(full) <= problem.target_loss
+    for form in ("8bit", "bfloat16"):
         low = _trajectory(problem, form)
-        assert _distance(low, full) < bound, form
+        assert _distance(low, full) < NEAR[name], form
         assert problem.loss(low) < 1.1 * problem.loss(full) + 1e-3, form
+        if reached:   # the same targets: where float32 reaches it in 1000 steps, so does 8-bit
+            assert problem.loss(low) <= problem.target_loss, form
 
 
 @pytest.mark.slow
-def test_8bit_adam_as_close_as_bitsandbytes():
+@pytest.mark.parametrize("name, steps", [("SparseLogisticRegression", 100), ("SpiralMLP", 50)])
+def test_8bit_adam_as_close_as_bitsandbytes(name, steps):
+    """optimc's 8-bit Adam is at least as close to float32 Adam as bitsandbytes'
+    CPU Adam8bit, from the same start on the same mini-batches. The two run the
+    same algorithm on the same codes, so they agree to rounding noise from the
+    first step: a short run shows it (bitsandbytes' CPU step costs about 0.15-0.4 s
+    whatever the size, so 1000 steps took minutes; the 1000-step distance to
+    float32 is held by test_8bit_adam_stays_near_float32_adam)."""
     torch = pytest.importorskip("torch")
     try:
         import bitsandbytes as bnb
     except Exception:
         pytest.skip("bitsandbytes is not available")
-    from optimc.demo.problems import SparseLogisticRegression
-    problem = SparseLogisticRegression()
-    full = _trajectory(problem, None)
-    ours = _trajectory(problem, "8bit")
+    from optimc.demo import problems
+    problem = getattr(problems, name)()
+    full = _trajectory(problem, None, steps)
+    ours = _trajectory(problem, "8bit", steps)
     ps = problem.init(F32, seed=0)
     rng = problem.make_rng(0)
     tp = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in ps]
     opt = bnb.optim.Adam8bit(tp, lr=problem.lr_for("Adam"), min_8bit_size=0)
-    for _ in range(1000):
+    for _ in range(steps):
         _, g = problem.loss_and_grad([x.detach().numpy() for x in tp], rng)
         for x, gx in zip(tp, g):
             x.grad = torch.from_numpy(gx.astype(F32))
         opt.step()
     theirs = [x.detach().numpy() for x in tp]
-    # the two 8-bit runs agree to within rounding noise; ours may not be further
+    assert _distance(ours, theirs) < 1e-4          # the same trajectory, to rounding noise
     assert _distance(ours, full) <= _distance(theirs, full) * 1.001
     assert problem.loss(ours) <= problem.loss(theirs) * 1.001
 
@@ -292,3 +306,15 @@ def test_bench_section_runs_and_reports():
     text = format_lowprec(s)
     assert all(n in text for n in names) and "not run" in text
     assert lowprec_markdown(s)[2].startswith("| implementation")
+
+
+def test_loss_curve_command_draws_the_trade_off(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from optimc.bench.lowprec import main
+    out = tmp_path / "curves.png"
+    assert main(["--steps", "5", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = capsys.readouterr().out
+    for label, bytes_per_param in (("float32", "8.00"), ("bfloat16", "4.00"), ("8bit", "2.08")):
+        assert f"state {label}" in text and f"{bytes_per_param} B/param" in text
+    assert "params  0.0% from float32's" in text

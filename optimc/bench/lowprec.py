@@ -4,7 +4,10 @@ thread, against bitsandbytes' CPU ``Adam8bit`` and torchao's ``AdamW8bit`` where
 they are installed (8-bit Adam of each; their CPU paths dequantize whole
 tensors into float32 temporaries).
 
-``lowprec_section`` measures; ``format_lowprec`` and ``lowprec_markdown`` show it."""
+``lowprec_section`` measures; ``format_lowprec`` and ``lowprec_markdown`` show it.
+``lowprec_loss_curves`` trains the main job's spiral MLP with each storage and
+``plot_loss_curves`` draws the trade-off; ``python -m optimc.bench.lowprec --out
+docs/images/lowprec_loss.png`` runs both (the figure in the docs)."""
 
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ import numpy as np
 
 from .timing import calls, measure
 
-__all__ = ["lowprec_section", "format_lowprec", "lowprec_markdown"]
+__all__ = ["lowprec_section", "format_lowprec", "lowprec_markdown", "lowprec_loss_curves",
+           "format_loss_curves", "plot_loss_curves"]
 
 STATE_DTYPES = (None, "bfloat16", "8bit")
 
@@ -111,3 +115,102 @@ def lowprec_markdown(s: Optional[dict]) -> List[str]:
     out += ["| " + " | ".join(r) + " |" for r in _rows(s)]
     out += [f"{name}: not run ({why})." for name, why in s["skipped"].items()]
     return out + [""]
+
+
+# ---- the trade-off in training: loss curves of the three storages ----
+
+CURVE_STATE_DTYPES = (None, "bfloat16", "8bit")
+
+
+def lowprec_loss_curves(steps: int = 1000, seed: int = 0) -> dict:
+    """Adam on the main job's spiral MLP (``optimc.demo.problems.SpiralMLP``, its
+    learning rate, float32 params, every param compressed: ``min_8bit_size=0``)
+    with float32, bfloat16 and 8-bit state, the same mini-batches for each.
+
+    Returns ``{"steps", "loss": {label: full-data loss after each step},
+    "distance": {label: relative L2 distance of the params from float32's after
+    each step}, "state_bytes": {label: bytes of state per param}}``."""
+    import optimc
+    from optimc.demo.problems import SpiralMLP
+
+    problem = SpiralMLP()
+    runs, loss, state_bytes = {}, {}, {}
+    for sd in CURVE_STATE_DTYPES:
+        label = sd or "float32"
+        ps = problem.init(np.float32, seed=seed)
+        rng = problem.make_rng(seed)
+        opt = optimc.Adam(ps, lr=problem.lr_for("Adam"), state_dtype=sd, min_8bit_size=0)
+        trail, curve = [], []
+        for _ in range(steps):
+            _, g = problem.loss_and_grad(ps, rng)
+            opt.step([x.astype(np.float32) for x in g])
+            curve.append(problem.loss(ps))
+            trail.append([p.copy() for p in ps])
+        runs[label], loss[label] = trail, np.array(curve)
+        state_bytes[label] = opt.state_bytes / sum(p.size for p in ps)
+    ref = runs["float32"]
+    distance = {}
+    for label, trail in runs.items():
+        distance[label] = np.array([
+            np.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(ps, rs)) / sum((b ** 2).sum() for b in rs))
+            for ps, rs in zip(trail, ref)])
+    return dict(steps=steps, loss=loss, distance=distance, state_bytes=state_bytes,
+                target_loss=problem.target_loss)
+
+
+def format_loss_curves(c: dict) -> str:
+    lines = [f"Adam on the spiral MLP, {c['steps']} steps, float32 params (loss: full data, after the last step)"]
+    for label, curve in c["loss"].items():
+        reached = np.flatnonzero(curve <= c["target_loss"])
+        first = f"step {reached[0] + 1}" if reached.size else "not reached"
+        lines.append(f"  state {label:<9} {c['state_bytes'][label]:5.2f} B/param   loss {curve[-1]:.4f}   "
+                     f"params {100 * c['distance'][label][-1]:4.1f}% from float32's   "
+                     f"target {c['target_loss']:g}: {first}")
+    return "\n".join(lines)
+
+
+def plot_loss_curves(c: dict, path: str) -> None:
+    """Two panels: the loss curves, and the params' distance from the float32
+    run. An Agg canvas of its own (no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    ax_loss, ax_dist = fig.subplots(1, 2)
+    x = np.arange(1, c["steps"] + 1)
+    for k, (label, curve) in enumerate(c["loss"].items()):
+        name, colour = f"{label} state ({c['state_bytes'][label]:.2f} B/param)", f"C{k}"
+        ax_loss.plot(x, curve, label=name, lw=1.2, color=colour)
+        if label != "float32":
+            ax_dist.plot(x, 100 * c["distance"][label], label=name, lw=1.2, color=colour)
+    ax_loss.axhline(c["target_loss"], color="grey", ls=":", lw=1, label="target loss")
+    ax_loss.set(yscale="log", xlabel="step", ylabel="loss (full data)",
+                title="Adam on the spiral MLP: loss")
+    ax_dist.set(xlabel="step", ylabel="% (relative L2)", title="params' distance from the float32 run")
+    ax_loss.legend(fontsize=8)
+    ax_dist.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="python -m optimc.bench.lowprec",
+        description="Loss curves of Adam with float32, bfloat16 and 8-bit state on the main job's "
+                    "spiral MLP (the figure of docs/performance.md and the guide's section 18).")
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="lowprec_loss.png", help="the PNG to write (default: %(default)s)")
+    args = ap.parse_args(argv)
+    c = lowprec_loss_curves(args.steps, args.seed)
+    print(format_loss_curves(c))
+    plot_loss_curves(c, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
