@@ -113,7 +113,7 @@ def test_roofline_streams_pass_by_pass_over_shared_arrays():
     mu, nu, param, grad = first
     assert second[0] is param and second[1] is mu and second[2] is nu
     assert param[0] == mu[0] == nu[0] == 1.0 and grad[0] == 0.0
-    competitors.roofline_step(case, 40, np.float32)()   # fresh arrays: runs, no error
+    competitors.roofline_runner(case, 40, np.float32)(3)   # fresh arrays: 3 steps, no error
     run = competitors.stream_passes(case, 40, np.float32)
     for arrays, n_write in run:
         optimc._core.stream(arrays, n_write)

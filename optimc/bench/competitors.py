@@ -24,8 +24,8 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 __all__ = ["IMPLS", "TORCH_VARIANTS", "NUMPY_BLOCK", "TORCH_EQUIVALENTS", "TORCH_PACKAGES",
-           "torch_equivalent", "no_torch_reason", "reference_name", "make_torch", "roofline_step", "stream_passes",
-           "close", "tolerances"]
+           "torch_equivalent", "no_torch_reason", "reference_name", "make_torch", "roofline_runner",
+           "stream_passes", "close", "tolerances"]
 
 IMPLS = ("optimc", "roofline", "numpy", "np-block", "torch-loop", "torch-foreach", "torch-fused")
 TORCH_VARIANTS = (("torch-loop", {"foreach": False}), ("torch-foreach", {"foreach": True}),
@@ -144,17 +144,22 @@ def stream_passes(case, n: int, dtype) -> List[Tuple[List[np.ndarray], int]]:
              len(p.write)) for p in case.passes]
 
 
-def roofline_step(case, n: int, dtype):
-    """The roofline's step over ``n`` elements, as a function of no arguments: one
-    ``_core.stream`` call per pass of the case's step."""
+def roofline_runner(case, n: int, dtype):
+    """A runner (:mod:`optimc.bench.timing`: ``run(k)`` makes k calls) of the roofline's
+    step over ``n`` elements: one ``_core.stream`` call per pass of the case's step (a
+    one-pass step's is the stream call itself, with no Python around it)."""
     from .. import _core
+    from .timing import calls
     passes = stream_passes(case, n, dtype)
+    if len(passes) == 1:
+        return calls(_core.stream, *passes[0])
     stream = _core.stream
 
-    def roofline():
-        for arrays, n_write in passes:
-            stream(arrays, n_write)
-    return roofline
+    def run(k):
+        for _ in range(k):
+            for arrays, n_write in passes:
+                stream(arrays, n_write)
+    return run
 
 
 def tolerances(dtype) -> Tuple[float, float]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .cases import size_label
 from .competitors import (NUMPY_BLOCK, TORCH_VARIANTS, close, make_torch, no_torch_reason,
-                          reference_name, roofline_step, torch_equivalent)
+                          reference_name, roofline_runner, torch_equivalent)
 from .numpy_steps import numpy_step_for
 from .timing import IDLE_GAP, after_idle, calls, measure, with_threads
 
@@ -44,7 +44,7 @@ def run_case(case, dtype, n_tensors: int, n: int, prof: dict, torch, seed: int) 
     runners = {"optimc": calls(opt.step, grads)}
 
     # the roofline: stream calls over as many arrays of all the elements, pass by pass
-    runners["roofline"] = calls(roofline_step(case, total, dtype))
+    runners["roofline"] = roofline_runner(case, total, dtype)
 
     np_cls = numpy_step_for(case)
     if np_cls is None:
@@ -131,11 +131,11 @@ def threads_big(case, n_threads: int, prof, torch, seed: int, n: int, threshold:
     g = rng.standard_normal(n, dtype=dtype)
     opt = case.build([p])
     opt.step([g])
-    roofline = roofline_step(case, n, dtype)
+    roofline = roofline_runner(case, n, dtype)
     runners = {}
     for nt in (1, n_threads):
         runners[f"optimc/{nt}"] = with_threads(nt, threshold, calls(opt.step, [g]))
-        runners[f"roofline/{nt}"] = with_threads(nt, threshold, calls(roofline))
+        runners[f"roofline/{nt}"] = with_threads(nt, threshold, roofline)
     skipped = None
     if torch is not None and torch_equivalent(case, torch) is not None:
         try:
