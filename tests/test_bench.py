@@ -44,13 +44,19 @@ def test_cases_are_optimc_all():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_traffic_is_what_the_engine_moves(name, dtype):
     """Bytes per element from the state buffers = param r/w, grad r, state r/w as the
-    engine counts them from ``state_bytes``."""
+    engine counts them from ``state_bytes``, in one pass; a two-pass step moves the
+    arrays its passes name, and its last pass writes the param."""
     case = C.algorithm_cases()[name.lower()]
     p = np.zeros(1000, dtype)
     opt = case.build([p])
-    assert case.bytes_per_element(dtype) * p.size == 3 * p.nbytes + 2 * opt.state_bytes
-    arrays, written = case.stream_arrays
-    assert (arrays, written) == (2 + case.n_state, 1 + case.n_state)
+    if name in C.TWO_PASS:
+        assert len(case.passes) == 2 and "param" in case.passes[-1].write
+        assert case.bytes_per_element(dtype) * p.size == sum(
+            (len(ps.read) + len(ps.write)) * p.nbytes for ps in case.passes)
+    else:
+        assert case.bytes_per_element(dtype) * p.size == 3 * p.nbytes + 2 * opt.state_bytes
+        assert [(len(ps.read), len(ps.write)) for ps in case.passes] == [
+            (2 + case.n_state, 1 + case.n_state)]
     assert case.hyper == {k: v for k, v in opt.param_groups[0].items() if k != "params"}
 
 
@@ -60,6 +66,87 @@ def test_traffic_known_values():
     assert cases["momentum"].bytes_per_element(np.float32) == 20   # + momentum_buffer r/w
     assert cases["adam"].bytes_per_element(np.float32) == 28       # + exp_avg, exp_avg_sq
     assert cases["adam"].bytes_per_element(np.float64) == 56
+    # p, g, mu, nu read, mu, nu written; then p, mu, nu read, p written
+    assert cases["lamb"].bytes_per_element(np.float32) == 40
+    # p, g read; then p, g, trace read, p, trace written
+    assert cases["lars"].bytes_per_element(np.float32) == 28
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_two_pass_steps_are_those_with_per_tensor_sums(name):
+    """A step whose result on a tensor differs from its results on the tensor's two halves
+    needs per-tensor sums, so it reads the whole tensor before it updates any of it: such
+    a class, and no other, has its passes in TWO_PASS (bench/cases.py; add them there)."""
+    rng = np.random.default_rng(3)
+    p0 = rng.standard_normal(64)
+    grads = [rng.standard_normal(64) for _ in range(3)]
+    whole, halves = p0.copy(), [p0[:32].copy(), p0[32:].copy()]
+    cls = getattr(optimc, name)
+    one, two = cls([whole]), cls(halves)
+    for g in grads:
+        one.step([g])
+        two.step([g[:32], g[32:]])
+    per_tensor = not np.array_equal(whole, np.concatenate(halves))
+    assert per_tensor == (name in C.TWO_PASS), (name, per_tensor)
+
+
+def test_two_pass_entries_are_checked(monkeypatch):
+    class Fancy(optimc.Adam):
+        pass
+
+    monkeypatch.setitem(C.TWO_PASS, "Fancy", (C.Pass(read=("param", "grad", "mu")),
+                                              C.Pass(read=("param",), write=("param",))))
+    with pytest.raises(ValueError, match=r"TWO_PASS\['Fancy'\].*exp_avg"):
+        C.algorithm_cases([Fancy])
+    monkeypatch.setitem(C.TWO_PASS, "Fancy", (C.Pass(read=("grad",), write=("param",)),))
+    with pytest.raises(ValueError, match="writes what it does not read"):
+        C.algorithm_cases([Fancy])
+
+
+def test_roofline_streams_pass_by_pass_over_shared_arrays():
+    """LAMB's roofline: (mu, nu | param, grad) with 2 written, then (param | mu, nu) with 1
+    written, over the same four arrays; a written array is the sum of itself and the
+    pass's read-only arrays, and grads are never written."""
+    case = C.algorithm_cases()["lamb"]
+    (first, w1), (second, w2) = competitors.stream_passes(case, 40, np.float32)
+    assert (len(first), w1, len(second), w2) == (4, 2, 3, 1)
+    mu, nu, param, grad = first
+    assert second[0] is param and second[1] is mu and second[2] is nu
+    assert param[0] == mu[0] == nu[0] == 1.0 and grad[0] == 0.0
+    competitors.roofline_runner(case, 40, np.float32)(3)   # fresh arrays: 3 steps, no error
+    run = competitors.stream_passes(case, 40, np.float32)
+    for arrays, n_write in run:
+        optimc._core.stream(arrays, n_write)
+    mu, nu, param, grad = run[0][0]
+    assert mu[0] == nu[0] == 2.0 and param[0] == 5.0 and grad[0] == 0.0   # 1+1+0; 1+2+2
+    # LARS's first pass only reads
+    (reads, n_write), _ = competitors.stream_passes(C.algorithm_cases()["lars"], 40, np.float64)
+    assert n_write == 0
+    before = [a.copy() for a in reads]
+    optimc._core.stream(reads, 0)
+    assert all(np.array_equal(a, b) for a, b in zip(reads, before))
+
+
+@pytest.mark.parametrize("n_arrays, n_write", [(2, 1), (3, 2), (3, 1), (4, 3), (4, 2), (5, 4),
+                                               (5, 2), (6, 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stream_adds_the_read_only_arrays_to_each_written_one(n_arrays, n_write, dtype):
+    n = 1000   # a vector body and a tail
+    arrays = [np.arange(n, dtype=dtype) * (k + 1) for k in range(n_arrays)]
+    want = sum(arrays[n_write:]) + np.zeros(n, dtype)
+    written = [a + want for a in arrays[:n_write]]
+    optimc._core.stream(arrays, n_write)
+    for a, w in zip(arrays, written):
+        assert np.array_equal(a, w)
+
+
+def test_stream_refuses_bad_counts():
+    a = [np.zeros(8), np.zeros(8)]
+    for n_write in (-1, 2):
+        with pytest.raises(ValueError, match="0 <= n_write < len"):
+            optimc._core.stream(a, n_write)
+    with pytest.raises(ValueError, match="one size and dtype"):
+        optimc._core.stream([np.zeros(8), np.zeros(9)], 0)
 
 
 def test_state_buffer_count_follows_options():
@@ -135,6 +222,25 @@ def test_a_case_without_competitors(tmp_path):
     assert r["x_numpy"] is None and r["x_torch"] is None and r["roofline_fraction"] > 0
     text = report.format_table([r])
     assert text.splitlines()[-1].split()[-2:] == ["-", "-"]
+
+
+def test_schedule_free_reference_is_the_schedulefree_package(monkeypatch):
+    """Schedule-Free's torch columns run the schedulefree package (torch.optim has no
+    Schedule-Free); without the package they are skipped, saying so."""
+    cases = C.algorithm_cases()
+    for key in ("sgdschedulefree", "adamwschedulefree"):
+        case = cases[key]
+        monkeypatch.setitem(sys.modules, "schedulefree", None)     # as if not installed
+        assert competitors.torch_equivalent(case, torch=None) is None
+        assert competitors.no_torch_reason(case) == \
+            f"schedulefree not installed (its {case.name} is the reference)"
+        monkeypatch.delitem(sys.modules, "schedulefree")
+        schedulefree = pytest.importorskip("schedulefree")
+        cls, kwargs = competitors.torch_equivalent(case, torch=None)
+        assert cls is getattr(schedulefree, case.name)
+        assert competitors.reference_name(cls) == f"schedulefree.{case.name}"
+        assert "maximize" not in kwargs and kwargs["lr"] == case.hyper["lr"]
+    assert competitors.no_torch_reason(cases["lamb"]) == "torch.optim has no LAMB"
 
 
 # --- runs ---------------------------------------------------------------------------
@@ -221,6 +327,33 @@ def test_bench_with_torch(tmp_path, capsys):
     lion = res[("Lion", "float32")]
     assert lion["skipped"]["torch-loop"] == "torch.optim has no Lion"
     assert lion["x_torch"] is None and lion["x_numpy"] is not None
+
+
+def test_bench_schedule_free_and_asgd_rows(tmp_path, capsys):
+    """Schedule-Free against the schedulefree package (loop and foreach; it has no fused
+    step), ASGD against torch.optim.ASGD, each checked against optimc's result first;
+    LAMB's roofline moves its two passes' bytes."""
+    pytest.importorskip("torch")
+    pytest.importorskip("schedulefree")
+    rc, out, text = _run(tmp_path, capsys, "--optimizers",
+                         "sgdschedulefree,adamwschedulefree,asgd,lamb", "--dtypes",
+                         "float32,float64", "--sizes", "200", "--sections", "main")
+    assert rc == 0, text
+    assert "RESULT MISMATCHES" not in text
+    data = json.loads((out / "bench.json").read_text())
+    for r in data["results"]:
+        if r["optimizer"] == "LAMB":
+            assert "torch_reference" not in r and r["x_torch"] is None
+            assert r["bytes_per_element"] == (40 if r["dtype"] == "float32" else 80)
+            continue
+        package = "torch.optim" if r["optimizer"] == "ASGD" else "schedulefree"
+        assert r["torch_reference"] == f"{package}.{r['optimizer']}"
+        assert {"torch-loop", "torch-foreach"} <= set(r["ns_per_element"]), r
+        assert r["checks"]["torch-loop"][0] and r["checks"]["torch-foreach"][0], r
+        assert r["x_torch"] is not None and "torch-fused" in r["skipped"]
+        if package == "schedulefree":
+            assert r["skipped"]["torch-fused"] == \
+                f"NotImplementedError: schedulefree.{r['optimizer']} has no fused step"
 
 
 def test_bench_threads_section_and_restores_config(tmp_path, capsys):

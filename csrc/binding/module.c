@@ -134,7 +134,7 @@ fail:
     return NULL;
 }
 
-/* stream(arrays, n_write): the roofline kernel over same-size arrays */
+/* stream(arrays, n_write): the roofline kernel over same-size arrays (n_write = 0: reads only) */
 static PyObject *mod_stream(PyObject *m, PyObject *args)
 {
     (void)m;
@@ -145,14 +145,14 @@ static PyObject *mod_stream(PyObject *m, PyObject *args)
     optimc_buffer *bufs = collect_buffers(arrays, "arrays", &n, 1);
     if (!bufs) return NULL;
     void *ptrs[16];
-    int ok = n <= 16 && n_write >= 1 && n_write < n;
+    int ok = n <= 16 && n_write >= 0 && n_write < n;
     for (Py_ssize_t i = 0; ok && i < n; i++) {
         ptrs[i] = bufs[i].data;
         ok = bufs[i].n == bufs[0].n && bufs[i].dtype == bufs[0].dtype;
     }
     if (!ok) {
         PyMem_Free(bufs);
-        PyErr_SetString(PyExc_ValueError, "stream: 2..16 arrays of one size and dtype, 1 <= n_write < len(arrays)");
+        PyErr_SetString(PyExc_ValueError, "stream: 1..16 arrays of one size and dtype, 0 <= n_write < len(arrays)");
         return NULL;
     }
     optimc_buffer first = bufs[0];

@@ -2,8 +2,21 @@
  * statistics (for clipping and the non-finite guard), scaling/clamping of
  * gradients, and the parameter moving average. */
 
+/* stream_read: adds r[lo, hi) into 64 lanes, element lo + 64j + k into lane
+ * k (the tail into lane 0): a loop GCC vectorizes, where a sum into a few
+ * accumulators stays scalar. */
+static inline void SFX(stream_read)(T *restrict lane, const T *restrict r, size_t lo, size_t hi)
+{
+    size_t i = lo;
+    for (; i + 64 <= hi; i += 64)
+        for (int k = 0; k < 64; k++) lane[k] = lane[k] + r[i + k];
+    for (; i < hi; i++) lane[0] = lane[0] + r[i];
+}
+
 /* stream: rw[k][i] ← rw[k][i] + Σ_j a[j][i] for the first n_write arrays,
- * reading all n_read; the least arithmetic that still touches every byte. */
+ * reading all n_read; the least arithmetic that still touches every byte.
+ * With n_write = 0 it only reads (as the first pass of LARS's step does),
+ * into lanes whose sum goes to a volatile local, so that the loads stay. */
 static void SFX(stream)(void *const *arrays, int n_read, int n_write, size_t lo, size_t hi)
 {
     T *restrict a0 = (T *)arrays[0];
@@ -14,6 +27,18 @@ static void SFX(stream)(void *const *arrays, int n_read, int n_write, size_t lo,
         T *restrict a1 = (T *)arrays[1];
         const T *restrict a2 = (const T *)arrays[2];
         for (size_t i = lo; i < hi; i++) { T s = a2[i]; a0[i] = a0[i] + s; a1[i] = a1[i] + s; }
+    } else if (n_read == 3 && n_write == 1) {
+        const T *restrict a1 = (const T *)arrays[1], *restrict a2 = (const T *)arrays[2];
+        for (size_t i = lo; i < hi; i++) a0[i] = a0[i] + (a1[i] + a2[i]);
+    } else if (n_read == 4 && n_write == 2) {
+        T *restrict a1 = (T *)arrays[1];
+        const T *restrict a2 = (const T *)arrays[2], *restrict a3 = (const T *)arrays[3];
+        for (size_t i = lo; i < hi; i++) { T s = a2[i] + a3[i]; a0[i] = a0[i] + s; a1[i] = a1[i] + s; }
+    } else if (n_write == 0) {
+        T lane[64] = {0};
+        for (int j = 0; j < n_read; j++) SFX(stream_read)(lane, (const T *)arrays[j], lo, hi);
+        volatile T sink = 0;
+        for (int k = 0; k < 64; k++) sink = sink + lane[k];
     } else if (n_read == 4 && n_write == 3) {
         T *restrict a1 = (T *)arrays[1], *restrict a2 = (T *)arrays[2];
         const T *restrict a3 = (const T *)arrays[3];

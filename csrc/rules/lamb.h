@@ -22,7 +22,7 @@ OPTIMC_DESCRIBE(lamb)
 #else
 typedef struct {
     SFX(pre_coef) pre;
-    T one_minus_b1, b1, one_minus_b2, b2, bias_correction1, bias_correction2, eps, eps_root, wd;
+    T one_minus_b1, b1, one_minus_b2, b2, inv_bias_correction1, inv_bias_correction2, eps, eps_root, wd;
     T ratio, neg_lr;
     int has_wd;
 } SFX(lamb_coef);
@@ -37,8 +37,11 @@ static void SFX(lamb_prepare)(const lamb_hyper *h, optimc_tensor *x)
     c->b1 = (T)h->b1;
     c->one_minus_b2 = (T)(1.0 - h->b2);
     c->b2 = (T)h->b2;
-    c->bias_correction1 = (T)(1.0 - pow(h->b1, t));
-    c->bias_correction2 = (T)(1.0 - pow(h->b2, t));
+    /* reciprocals: both passes compute u, and three divisions per element
+     * made them arithmetic-bound (one rounding more than dividing, far
+     * inside optax's tolerances) */
+    c->inv_bias_correction1 = (T)(1.0 / (1.0 - pow(h->b1, t)));
+    c->inv_bias_correction2 = (T)(1.0 / (1.0 - pow(h->b2, t)));
     c->eps = (T)h->eps;
     c->eps_root = (T)h->eps_root;
     c->wd = (T)h->weight_decay;
@@ -48,7 +51,7 @@ static void SFX(lamb_prepare)(const lamb_hyper *h, optimc_tensor *x)
 }
 
 /* common.h's grad_in without its weight decay (λθ joins u instead), as
- * selects, so that the first pass's loop vectorizes */
+ * selects, so that the loops vectorize */
 static inline T SFX(lamb_grad_in)(const SFX(lamb_coef) *c, T g)
 {
     g = g * c->pre.grad_scale;
@@ -57,35 +60,42 @@ static inline T SFX(lamb_grad_in)(const SFX(lamb_coef) *c, T g)
     return c->pre.has_clip ? clipped : g;
 }
 
-/* u from the updated moments (the same operations in both passes) */
+/* u from the updated moments (the same operations in both passes): one
+ * square root and one division */
 static inline T SFX(lamb_direction)(const SFX(lamb_coef) *c, T theta, T m, T v)
 {
-    T u = (m / c->bias_correction1) / (SQRT(v / c->bias_correction2 + c->eps_root) + c->eps);
+    T u = (m * c->inv_bias_correction1) / (SQRT(v * c->inv_bias_correction2 + c->eps_root) + c->eps);
     return c->has_wd ? u + c->wd * theta : u;
 }
 
-/* The first pass, in blocks of 64 (rules/reduce.h): the moments, and θ and
- * u of the block, whose squares go into the lanes of sums 0 and 1. */
+/* One element of the first pass: the moments m and v updated (in place) and
+ * u from them. */
+static inline T SFX(lamb_first)(const SFX(lamb_coef) *c, T theta, T g, T *m, T *v)
+{
+    T gi = SFX(lamb_grad_in)(c, g);
+    *m = c->one_minus_b1 * gi + c->b1 * *m;
+    *v = c->one_minus_b2 * (gi * gi) + c->b2 * *v;
+    return SFX(lamb_direction)(c, theta, *m, *v);
+}
+
+/* The first pass, in blocks of 64 (rules/reduce.h): the moments written
+ * back, and θ and u of the block, whose squares go into the lanes of sums 0
+ * and 1. */
 static void SFX(lamb_reduce)(const optimc_tensor *x, size_t lo, size_t hi, double *sums)
 {
     const SFX(lamb_coef) c = *(const SFX(lamb_coef) *)x->coef;
     OPTIMC_PTRS(x);
     double lanes[2][8] = {{0}};
-    T thetas[64], us[64];
+    T us[64];
     for (size_t at = lo; at < hi; at += 64) {
         size_t len = hi - at < 64 ? hi - at : 64;
         for (size_t j = 0; j < len; j++) {
-            size_t i = at + j;
-            T theta = p[i];
-            T gi = SFX(lamb_grad_in)(&c, g[i]);
-            T m = c.one_minus_b1 * gi + c.b1 * s0[i];
-            T v = c.one_minus_b2 * (gi * gi) + c.b2 * s1[i];
-            s0[i] = m;
-            s1[i] = v;
-            thetas[j] = theta;
-            us[j] = SFX(lamb_direction)(&c, theta, m, v);
+            T m = s0[at + j], v = s1[at + j];
+            us[j] = SFX(lamb_first)(&c, p[at + j], g[at + j], &m, &v);
+            s0[at + j] = m;
+            s1[at + j] = v;
         }
-        SFX(lanes_add_squares)(lanes[0], thetas, len);
+        SFX(lanes_add_squares)(lanes[0], p + at, len);
         SFX(lanes_add_squares)(lanes[1], us, len);
     }
     SFX(lanes_finish)(sums, lanes, 2);

@@ -40,14 +40,20 @@ static void SFX(lars_prepare)(const lars_hyper *h, optimc_tensor *x)
     c->ratio = 1;
 }
 
+/* common.h's grad_in as selects (λθ is added by lars_direction, where the
+ * mask says), so that the loops vectorize */
 static inline T SFX(lars_direction)(const SFX(lars_coef) *c, T theta, T g)
 {
-    g = SFX(grad_in)(&c->pre, g, &theta);
-    return c->has_wd ? g + c->wd * theta : g;
+    g = g * c->pre.grad_scale;
+    T high = g > c->pre.clip ? c->pre.clip : g;
+    T clipped = high < -c->pre.clip ? -c->pre.clip : high;
+    g = c->pre.has_clip ? clipped : g;
+    T decayed = g + c->wd * theta;   /* computed either way: a select, not a branch */
+    return c->has_wd ? decayed : g;
 }
 
-/* The first pass, in blocks of 64 (rules/reduce.h): θ and u of the block,
- * whose squares go into the lanes of sums 0 and 1. */
+/* The first pass, in blocks of 64 (rules/reduce.h): u of the block, then
+ * the squares of θ and u into the lanes of sums 0 and 1. */
 static void SFX(lars_reduce)(const optimc_tensor *x, size_t lo, size_t hi, double *sums)
 {
     const SFX(lars_coef) c = *(const SFX(lars_coef) *)x->coef;

@@ -4,8 +4,11 @@ A case's hyperparameters are its class's defaults, read from a freshly built opt
 and passed explicitly to every implementation. Its memory traffic is derived from the
 state the optimizer allocates, not from a table: a step reads and writes the param,
 reads the grad, and reads and writes each state buffer the same size as the param, so
-``(3 + 2 * state buffers) * itemsize`` bytes per element. That is what the roofline
-kernel moves for it.
+``(3 + 2 * state buffers) * itemsize`` bytes per element, in one pass over memory.
+A rule with per-tensor sums (LAMB's and LARS's trust ratios) needs every element before
+it may update any, so its step is two passes; :data:`TWO_PASS` says what each of them
+reads and writes, by array name. That is what the roofline kernel moves for a case,
+pass by pass.
 """
 
 from __future__ import annotations
@@ -17,18 +20,51 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["Case", "algorithm_cases", "DTYPES", "DEFAULT_SIZES", "parse_size", "parse_sizes",
-           "size_label", "state_buffer_count"]
+__all__ = ["Case", "Pass", "TWO_PASS", "algorithm_cases", "DTYPES", "DEFAULT_SIZES", "parse_size",
+           "parse_sizes", "size_label", "state_buffer_count", "state_buffer_names"]
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 DEFAULT_SIZES = "1e3,1e5,1e6,1e7,1000x1000"
 
 
-def state_buffer_count(state: Mapping[str, object], param: np.ndarray) -> int:
+def state_buffer_names(state: Mapping[str, object], param: np.ndarray) -> List[str]:
     """The state buffers in one param's ``opt.state[i]``: the arrays as large as the param
     ("step" and per-tensor scalars such as NAdam's ``mu_product`` are not buffers)."""
-    return sum(1 for v in state.values()
-               if isinstance(v, np.ndarray) and v.ndim > 0 and v.size == param.size)
+    return [k for k, v in state.items()
+            if isinstance(v, np.ndarray) and v.ndim > 0 and v.size == param.size]
+
+
+def state_buffer_count(state: Mapping[str, object], param: np.ndarray) -> int:
+    return len(state_buffer_names(state, param))
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One pass of a step over memory, per element: the arrays it reads and the arrays it
+    writes back ("param", "grad" or a state buffer's name; a written array is read too)."""
+    read: Tuple[str, ...]
+    write: Tuple[str, ...] = ()
+
+    def values_moved(self) -> int:
+        return len(self.read) + len(self.write)
+
+
+#: Steps that go over memory twice, by class name: a rule with per-tensor sums reads for
+#: them before its update (csrc/rules/<name>.h says why each pass moves what it does).
+#: Every other step is one pass that reads the param, the grad and each state buffer and
+#: writes the param and each state buffer back.
+TWO_PASS: Mapping[str, Tuple[Pass, ...]] = {
+    # the moments and the norms of θ and u; then u again from the moments, and θ
+    "LAMB": (Pass(read=("param", "grad", "mu", "nu"), write=("mu", "nu")),
+             Pass(read=("param", "mu", "nu"), write=("param",))),
+    # the norms of θ and u = g + λθ; then the update and the trace
+    "LARS": (Pass(read=("param", "grad")),
+             Pass(read=("param", "grad", "trace"), write=("param", "trace"))),
+}
+
+
+def _one_pass(buffers: Sequence[str]) -> Tuple[Pass, ...]:
+    return (Pass(read=("param", "grad", *buffers), write=("param", *buffers)),)
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,21 +73,18 @@ class Case:
     name: str                     # the class name, e.g. "Adam"
     cls: type
     hyper: Mapping[str, object]   # its defaults, passed explicitly to every implementation
-    n_state: int                  # state buffers per param (each read and written per step)
+    n_state: int                  # state buffers per param
+    passes: Tuple[Pass, ...]      # what each pass over memory reads and writes
 
     @property
     def key(self) -> str:
         """The name ``--optimizers`` takes: the class name in lower case."""
         return self.name.lower()
 
-    @property
-    def stream_arrays(self) -> Tuple[int, int]:
-        """(arrays, of which written) for the roofline: param, grad, state buffers."""
-        return 2 + self.n_state, 1 + self.n_state
-
     def values_moved(self) -> int:
-        """Values read or written per element: param 2, grad 1, each state buffer 2."""
-        return 3 + 2 * self.n_state
+        """Values read or written per element over all passes: in one pass, param 2,
+        grad 1, each state buffer 2."""
+        return sum(p.values_moved() for p in self.passes)
 
     def bytes_per_element(self, dtype) -> int:
         return self.values_moved() * np.dtype(dtype).itemsize
@@ -65,7 +98,14 @@ def _case(cls) -> Case:
     param = np.zeros(4, np.float64)
     probe = cls([param])
     hyper = {k: v for k, v in probe.param_groups[0].items() if k != "params"}
-    return Case(cls.__name__, cls, hyper, state_buffer_count(probe.state[0], param))
+    buffers = state_buffer_names(probe.state[0], param)
+    passes = TWO_PASS.get(cls.__name__) or _one_pass(buffers)
+    arrays = {"param", "grad", *buffers}
+    for p in passes:
+        if not set(p.read) <= arrays or not set(p.write) <= set(p.read):
+            raise ValueError(f"TWO_PASS[{cls.__name__!r}]: {p} names arrays the step does not "
+                             f"have ({sorted(arrays)}) or writes what it does not read")
+    return Case(cls.__name__, cls, hyper, len(buffers), tuple(passes))
 
 
 def algorithm_cases(classes: Sequence[type] = ()) -> Dict[str, Case]:

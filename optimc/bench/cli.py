@@ -121,7 +121,8 @@ def add_execution_options(group):
     group.add_argument("--simd", choices=("baseline", "avx2", "avx512"), default=None,
                        help="optimc's SIMD level (default: the best the CPU has, or OPTIMC_SIMD)")
     group.add_argument("--no-torch", action="store_true",
-                       help="leave torch.optim out even if installed")
+                       help="leave torch.optim (and torch packages such as schedulefree) out "
+                            "even if installed")
     group.add_argument("--seed", type=int, default=0, help="seed of the random params and grads")
 
 
@@ -155,8 +156,9 @@ def build_parser(prog: str = "python -m optimc bench", cases=None) -> argparse.A
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="optimc's speed benchmark: every optimizer in optimc.ALL at its defaults,\n"
                     "optimc's step against a NumPy step (where one is written), torch.optim\n"
-                    "(loop, foreach, fused, where torch has the algorithm) and the memory\n"
-                    "roofline (optimc's stream kernel over the same bytes), all in one run.\n"
+                    "(loop, foreach, fused, where torch has the algorithm; for Schedule-Free\n"
+                    "the schedulefree package) and the memory roofline (optimc's stream\n"
+                    "kernel over the same bytes, pass by pass), all in one run.\n"
                     "Prints medians in ns per element and ratios to the competitors.",
         epilog=f"files written, to --out DIR (default ./{DEFAULT_OUT}, relative to the\n"
                f"current directory):\n{files}\n\n"
@@ -236,7 +238,8 @@ def run(args, cases, command: str) -> int:
         if "main" in args.sections:
             print(f"main table: ns per element (median), {args.threads} thread(s); "
                   "'of roof' = roofline time / optimc time; 'x numpy' = best NumPy / optimc; "
-                  "'x torch' = fastest torch.optim / optimc; '!' = result differs from optimc; "
+                  "'x torch' = fastest torch.optim (for Schedule-Free: the schedulefree "
+                  "package) / optimc; '!' = result differs from optimc; "
                   "'-' = not run (the JSON says why)")
             for case in selected:
                 for dt in dtypes:

@@ -15,11 +15,10 @@ from typing import List, Optional
 import numpy as np
 
 from .cases import size_label
-from .competitors import (NUMPY_BLOCK, TORCH_VARIANTS, close, make_torch, stream_arrays,
-                          torch_equivalent)
+from .competitors import (NUMPY_BLOCK, TORCH_VARIANTS, close, make_torch, no_torch_reason,
+                          reference_name, roofline_runner, torch_equivalent)
 from .numpy_steps import numpy_step_for
 from .timing import IDLE_GAP, after_idle, calls, measure, with_threads
-from .. import _core
 
 __all__ = ["run_case", "fixed_cost", "threads_big", "threshold_sweep", "smallest_winning",
            "THRESHOLD_SIZES"]
@@ -44,9 +43,8 @@ def run_case(case, dtype, n_tensors: int, n: int, prof: dict, torch, seed: int) 
         opt.step(grads)
     runners = {"optimc": calls(opt.step, grads)}
 
-    # the roofline: one stream call over as many arrays of all the elements
-    arrays, n_write = stream_arrays(case, total, dtype)
-    runners["roofline"] = calls(_core.stream, arrays, n_write)
+    # the roofline: stream calls over as many arrays of all the elements, pass by pass
+    runners["roofline"] = roofline_runner(case, total, dtype)
 
     np_cls = numpy_step_for(case)
     if np_cls is None:
@@ -75,8 +73,9 @@ def run_case(case, dtype, n_tensors: int, n: int, prof: dict, torch, seed: int) 
             result["skipped"][name] = "torch not installed (or --no-torch)"
     elif torch_equivalent(case, torch) is None:
         for name, _ in TORCH_VARIANTS:
-            result["skipped"][name] = f"torch.optim has no {case.name}"
+            result["skipped"][name] = no_torch_reason(case)
     else:
+        result["torch_reference"] = reference_name(torch_equivalent(case, torch)[0])
         for name, variant in TORCH_VARIANTS:
             p_t = [p.copy() for p in p0]
             try:
@@ -132,11 +131,11 @@ def threads_big(case, n_threads: int, prof, torch, seed: int, n: int, threshold:
     g = rng.standard_normal(n, dtype=dtype)
     opt = case.build([p])
     opt.step([g])
-    arrays, n_write = stream_arrays(case, n, dtype)
+    roofline = roofline_runner(case, n, dtype)
     runners = {}
     for nt in (1, n_threads):
         runners[f"optimc/{nt}"] = with_threads(nt, threshold, calls(opt.step, [g]))
-        runners[f"roofline/{nt}"] = with_threads(nt, threshold, calls(_core.stream, arrays, n_write))
+        runners[f"roofline/{nt}"] = with_threads(nt, threshold, roofline)
     skipped = None
     if torch is not None and torch_equivalent(case, torch) is not None:
         try:
