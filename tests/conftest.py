@@ -1,5 +1,6 @@
-"""Test set-up: make sure the tests exercise the built extension."""
+"""Test set-up: make sure the tests exercise the built extension; one thread for torch."""
 import os
+import sys
 
 import pytest
 
@@ -17,3 +18,15 @@ def pytest_configure(config):
     except ImportError as e:  # a source tree without the built extension
         raise pytest.UsageError(
             f"optimc's C extension is not built ({e}); install first: pip install '.[test]'") from e
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # The reference libraries' own thread pools: torch's OpenMP threads spin while
+    # they wait, so where CI's legs share two cores (and on any busy machine) one
+    # torch step can take ten times longer than with one thread. The parity tests
+    # step small tensors, which torch does not split over threads anyway, so one
+    # thread gives the same results. (torch is set up only if a test imported it.)
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "set_num_threads") and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)

@@ -283,24 +283,24 @@ def test_zero_add_param_group_keeps_the_state():
 # One job per rank count (each step is a few collectives, slow on an
 # oversubscribed machine): 2 ranks with the whole batch's grads (within
 # rounding), 3 ranks with the exact grads (bit for bit).
-@pytest.fixture(scope="module")
-def parity2(jobs):
+def _parity(jobs, n):
+    """(n, the arrays the n-rank parity job saved), once it has ended."""
     folder, started = jobs
     if not started:
         pytest.skip('needs mpi4py and mpiexec: pip install ".[mpi]"')
-    started["parity2"].wait()
-    with np.load(folder / "parity2.npz") as f:
-        return 2, dict(f)
+    started[f"parity{n}"].wait()
+    with np.load(folder / f"parity{n}.npz") as f:
+        return n, dict(f)
+
+
+@pytest.fixture(scope="module")
+def parity2(jobs):
+    return _parity(jobs, 2)
 
 
 @pytest.fixture(scope="module")
 def parity3(jobs):
-    folder, started = jobs
-    if not started:
-        pytest.skip('needs mpi4py and mpiexec: pip install ".[mpi]"')
-    started["parity3"].wait()
-    with np.load(folder / "parity3.npz") as f:
-        return 3, dict(f)
+    return _parity(jobs, 3)
 
 
 @pytest.fixture(scope="module")

@@ -97,16 +97,21 @@ def rel(a, b):
 STEPS = {("rosenbrock", np.float64): 3, ("rosenbrock", np.float32): 1}
 
 
-@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
-@pytest.mark.parametrize("name", sorted(PROBLEMS))
-def test_float64_matches_torch(name, line_search_fn):
+def run_both(name, line_search_fn, dtype, steps):
+    """The problem's function and start, then (params, optimizer) of optimc and of
+    torch after `steps` steps (or STEPS' number), with the same hyperparameters."""
     torch = pytest.importorskip("torch")
-    steps = STEPS.get((name, np.float64), 6)
+    steps = STEPS.get((name, dtype), steps)
     fn, init, lr = PROBLEMS[name]
     x0 = init(np.random.default_rng(0))
     hyper = dict(lr=1.0 if line_search_fn else lr, history_size=4, max_iter=7, line_search_fn=line_search_fn)
-    ours, opt = run_optimc(fn, x0, np.float64, steps, **hyper)
-    theirs, tstate = run_torch(torch, fn, x0, np.float64, steps, **hyper)
+    return fn, x0, run_optimc(fn, x0, dtype, steps, **hyper), run_torch(torch, fn, x0, dtype, steps, **hyper)
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_float64_matches_torch(name, line_search_fn):
+    fn, x0, (ours, opt), (theirs, tstate) = run_both(name, line_search_fn, np.float64, 6)
     assert rel(ours, theirs) <= 1e-12
     assert opt.state["func_evals"] == tstate["func_evals"] and opt.state["n_iter"] == tstate["n_iter"]
     assert len(opt.state["old_dirs"]) == len(tstate["old_dirs"])
@@ -123,13 +128,7 @@ def test_float32_matches_torch_within_rounding(name, line_search_fn):
     its own order; both runs round differently from the first dot product on,
     and L-BFGS carries that through its history: a few float32 ulps per
     iteration, checked over the first two steps (one for Rosenbrock: STEPS)."""
-    torch = pytest.importorskip("torch")
-    steps = STEPS.get((name, np.float32), 2)
-    fn, init, lr = PROBLEMS[name]
-    x0 = init(np.random.default_rng(0))
-    hyper = dict(lr=1.0 if line_search_fn else lr, history_size=4, max_iter=7, line_search_fn=line_search_fn)
-    ours, _ = run_optimc(fn, x0, np.float32, steps, **hyper)
-    theirs, _ = run_torch(torch, fn, x0, np.float32, steps, **hyper)
+    _, _, (ours, _), (theirs, _) = run_both(name, line_search_fn, np.float32, 2)
     assert all(p.dtype == np.float32 for p in ours)
     assert rel(ours, theirs) <= 2e-5
 

@@ -15,7 +15,8 @@ import numpy as np
 
 from ..optimizers import Optimizer
 from . import _mpi
-from .flat import Layout, aligned_empty, check_grads, split_arrays
+from .flat import Layout, aligned_empty, split_arrays
+from .wrapper import MPIOptimizer
 
 
 def _opt_params(opt):
@@ -45,7 +46,7 @@ def _load_everywhere(comm, opt, state_dict, timeout, what):
         raise
 
 
-class DistributedOptimizer:
+class DistributedOptimizer(MPIOptimizer):
     """Wraps an optimc optimizer so that ``step(grads)`` steps on the grads
     averaged over the ranks of `comm` (default ``MPI.COMM_WORLD``).
 
@@ -64,6 +65,8 @@ class DistributedOptimizer:
     they are averaged in place, with no copy; otherwise they are copied into a
     reusable buffer (allocated at the first step that needs it) and left unchanged.
     """
+
+    _instead_of_pickle = "pickle its .optimizer or save its state_dict()"
 
     def __init__(self, optimizer, comm=None, *, timeout=_mpi.DEFAULT_TIMEOUT):
         if not isinstance(optimizer, Optimizer):
@@ -88,12 +91,7 @@ class DistributedOptimizer:
     def step(self, grads):
         """Average `grads` over the ranks, then step the wrapped optimizer once."""
         t0 = time.perf_counter()
-        error, ordered = None, None
-        try:
-            ordered = check_grads(grads, self._params, self._names)
-        except (TypeError, ValueError) as e:
-            error = e
-        _mpi.agree(self.comm, error, self.timeout, "step()")
+        ordered = self._agreed_grads(grads)
         t1 = time.perf_counter()
         MPI, size, layout = _mpi.mpi(), self.comm.size, self._layout
         averaged = list(ordered)
@@ -141,17 +139,11 @@ class DistributedOptimizer:
             raise AttributeError(name)
         return getattr(self.optimizer, name)
 
-    def __setattr__(self, name, value):
-        if name in self.optimizer.defaults:
-            setattr(self.optimizer, name, value)
-        elif name in ("max_grad_norm", "skip_nonfinite"):
-            raise AttributeError(f"{name}: set it with set_guard(max_grad_norm=..., skip_nonfinite=...)")
-        else:
-            object.__setattr__(self, name, value)
-
-    def __reduce__(self):
-        raise TypeError("a DistributedOptimizer holds an MPI communicator and cannot be pickled; "
-                        "pickle its .optimizer or save its state_dict()")
+    def _set_hyper(self, name, value):
+        if name not in self.optimizer.defaults:
+            return False
+        setattr(self.optimizer, name, value)
+        return True
 
     def __repr__(self):
         return f"DistributedOptimizer({self.optimizer!r}, rank {self.comm.rank} of {self.comm.size})"

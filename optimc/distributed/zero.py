@@ -30,7 +30,8 @@ import numpy as np
 from ..optimizers import Adam, Optimizer
 from ..toolkit import grad_norm
 from . import _mpi
-from .flat import Layout, aligned_empty, check_grads, split_arrays
+from .flat import Layout, aligned_empty, split_arrays
+from .wrapper import MPIOptimizer
 
 _BLOCK_BYTES = 64
 
@@ -125,7 +126,7 @@ def _normalise_groups(params):
     return out
 
 
-class ZeroRedundancyOptimizer:
+class ZeroRedundancyOptimizer(MPIOptimizer):
     """ZeRO stage 1 over the ranks of `comm` (default ``MPI.COMM_WORLD``):
     each rank keeps the optimizer state of 1/N of the elements.
 
@@ -145,6 +146,8 @@ class ZeroRedundancyOptimizer:
     state_dict a single-process `optimizer_class` would have; it loads into a
     plain optimizer, or into a ZeroRedundancyOptimizer on any number of ranks.
     """
+
+    _instead_of_pickle = "save consolidate_state_dict() instead"
 
     def __init__(self, params, optimizer_class=Adam, comm=None, *, timeout=_mpi.DEFAULT_TIMEOUT,
                  max_grad_norm=None, skip_nonfinite=False, **defaults):
@@ -262,12 +265,7 @@ class ZeroRedundancyOptimizer:
     def step(self, grads):
         """One step on the grads averaged over the ranks (see the module docstring)."""
         t0 = time.perf_counter()
-        error, ordered = None, None
-        try:
-            ordered = check_grads(grads, self._params, self._names)
-        except (TypeError, ValueError) as e:
-            error = e
-        _mpi.agree(self.comm, error, self.timeout, "step()")
+        ordered = self._agreed_grads(grads)
         MPI, comm, layout = _mpi.mpi(), self.comm, self._layout
         t1 = time.perf_counter()
         t_pack = 0.0
@@ -392,20 +390,14 @@ class ZeroRedundancyOptimizer:
             return getattr(inner, name)
         raise AttributeError(f"'ZeroRedundancyOptimizer' object has no attribute {name!r}")
 
-    def __setattr__(self, name, value):
+    def _set_hyper(self, name, value):
         inner = self.__dict__.get("optimizer")
-        if inner is not None and name in inner.defaults:
-            setattr(inner, name, value)          # checked against every group first
-            for gi, g in enumerate(self.param_groups):
-                dict.__setitem__(g, name, inner.param_groups[gi][name])
-        elif name in ("max_grad_norm", "skip_nonfinite"):
-            raise AttributeError(f"{name}: set it with set_guard(max_grad_norm=..., skip_nonfinite=...)")
-        else:
-            object.__setattr__(self, name, value)
-
-    def __reduce__(self):
-        raise TypeError("a ZeroRedundancyOptimizer holds an MPI communicator and cannot be pickled; "
-                        "save consolidate_state_dict() instead")
+        if inner is None or name not in inner.defaults:
+            return False
+        setattr(inner, name, value)          # checked against every group first
+        for gi, g in enumerate(self.param_groups):
+            dict.__setitem__(g, name, inner.param_groups[gi][name])
+        return True
 
     def __repr__(self):
         n = len(self._params)

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from .. import _checks, _core
+from .groups import split_params
+from .special import SpecialOptimizer, check_grad, check_param, label
 
 __all__ = ["LBFGS"]
 
@@ -153,33 +155,21 @@ def _check_hyper(h):
     return out
 
 
-def _label(names, i, what="params"):
-    return f"{what}[{names[i]!r}]" if names is not None else f"{what}[{i}]"
-
-
 def _check_params(arrays, names):
     if not arrays:
         raise ValueError("params: LBFGS needs at least one array")
     for i, p in enumerate(arrays):
-        lab = _label(names, i)
-        if not isinstance(p, np.ndarray):
-            raise TypeError(f"{lab}: expected a numpy.ndarray, got {type(p).__name__}")
-        if p.dtype not in (np.float32, np.float64) or not p.dtype.isnative:
-            raise TypeError(f"{lab}: expected a float32 or float64 array in native byte order, got {p.dtype}")
-        if not (p.flags.c_contiguous and p.flags.aligned):
-            raise ValueError(f"{lab}: must be C-contiguous and aligned (optimc writes it in place); "
-                             f"make it with np.ascontiguousarray")
-        if not p.flags.writeable:
-            raise ValueError(f"{lab}: is read-only; optimc writes it in place")
+        lab = label(names, i)
+        check_param(lab, p)
         if p.dtype != arrays[0].dtype:
-            raise TypeError(f"{lab}: is {p.dtype} but {_label(names, 0)} is {arrays[0].dtype}; L-BFGS works on "
+            raise TypeError(f"{lab}: is {p.dtype} but {label(names, 0)} is {arrays[0].dtype}; L-BFGS works on "
                             f"all params as one vector of one dtype")
         for j in range(i):
             if np.may_share_memory(p, arrays[j]):
-                raise ValueError(f"{lab}: shares memory with {_label(names, j)}")
+                raise ValueError(f"{lab}: shares memory with {label(names, j)}")
 
 
-class LBFGS:
+class LBFGS(SpecialOptimizer):
     """L-BFGS with torch.optim.LBFGS's arguments, defaults and results:
     ``opt.step(closure)``, where ``closure()`` returns ``(loss, grads)`` at
     the current params (grads as a list in the params' order, or a dict when
@@ -207,14 +197,7 @@ class LBFGS:
                                 f"(it has {', '.join(_HYPER)})")
             hyper = _check_hyper({**hyper, **{k: v for k, v in group.items() if k in _HYPER}})
             params = group["params"]
-        if isinstance(params, np.ndarray):
-            raise TypeError("params: expected a list or dict of arrays, got a single ndarray; wrap it in a list")
-        if isinstance(params, Mapping):
-            arrays, names = list(params.values()), list(params.keys())
-        elif isinstance(params, (list, tuple)):
-            arrays, names = list(params), None
-        else:
-            raise TypeError(f"params: expected a list or dict of arrays, got {type(params).__name__}")
+        arrays, names = split_params(params)
         _check_params(arrays, names)
         self._params = tuple(arrays)
         self._names = names
@@ -230,15 +213,6 @@ class LBFGS:
         self._state = {"func_evals": 0, "n_iter": 0}
 
     # ---- the public face ----
-
-    @property
-    def param_groups(self):
-        """The one param group (hyperparameters may be changed between steps)."""
-        return self._groups
-
-    @property
-    def defaults(self):
-        return self._defaults
 
     @property
     def state(self):
@@ -279,31 +253,11 @@ class LBFGS:
         if not math.isfinite(loss):
             raise ValueError(f"closure's loss: is {loss} at the current params; L-BFGS needs finite values "
                              f"(lower lr, or use line_search_fn='strong_wolfe')")
-        if self._names is not None:
-            if not isinstance(grads, Mapping):
-                raise TypeError(f"closure's grads: the params are named, so a dict with keys {self._names}, "
-                                f"got {type(grads).__name__}")
-            if set(grads) != set(self._names) or len(grads) != len(self._names):
-                missing = [k for k in self._names if k not in grads]
-                extra = [k for k in grads if k not in self._names]
-                raise ValueError(f"closure's grads: keys differ from the params' (missing {missing}, "
-                                 f"unknown {extra})")
-            grads = [grads[k] for k in self._names]
-        else:
-            if not isinstance(grads, (list, tuple)):
-                raise TypeError(f"closure's grads: expected a list or tuple of arrays in the params' order, "
-                                f"got {type(grads).__name__}")
-            if len(grads) != len(self._params):
-                raise ValueError(f"closure's grads: expected {len(self._params)} arrays, got {len(grads)}")
+        grads = self._grads_in_order(grads, "closure's grads")
         flat = self._flat()
         for i, (p, g, a, b) in enumerate(zip(self._params, grads, self._offsets, self._offsets[1:])):
-            lab = "closure's " + _label(self._names, i, "grads")
-            if not isinstance(g, np.ndarray):
-                raise TypeError(f"{lab}: expected a numpy.ndarray, got {type(g).__name__}")
-            if g.dtype != p.dtype:
-                raise TypeError(f"{lab}: expected {p.dtype} (the param's dtype), got {g.dtype}")
-            if g.shape != p.shape:
-                raise ValueError(f"{lab}: expected shape {p.shape} (the param's), got {g.shape}")
+            lab = "closure's " + self._label(i, "grads")
+            check_grad(lab, g, p)
             flat[a:b] = g.reshape(-1)
             if not math.isfinite(_core.vec_abs_max_sum(flat[a:b])[0]):
                 raise ValueError(f"{lab}: holds NaN or ±inf at the current params")

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from .. import _checks, _core
+from .groups import split_params
+from .special import SpecialOptimizer, check_grad, check_param
 
 __all__ = ["Muon"]
 
@@ -98,17 +100,7 @@ def newton_schulz(x, ws, coefficients, steps, eps):
     return x
 
 
-def _split(params):
-    if isinstance(params, np.ndarray):
-        raise TypeError("params: expected a list or dict of arrays, got a single ndarray; wrap it in a list")
-    if isinstance(params, Mapping):
-        return list(params.values()), list(params.keys())
-    if isinstance(params, (list, tuple)):
-        return list(params), None
-    raise TypeError(f"params: expected a list or dict of arrays, got {type(params).__name__}")
-
-
-class Muon:
+class Muon(SpecialOptimizer):
     """Muon with torch.optim.Muon's arguments, defaults and formulas, for 2-D
     params: ``opt.step(grads)``. Per matrix: B ← μB + (1−μ)g (a lerp), the
     update is g + μ(B − g) with ``nesterov`` (else B), orthogonalised by
@@ -134,9 +126,6 @@ class Muon:
         for g in groups:
             self.add_param_group(g)
 
-    def _label(self, i, what="params"):
-        return f"{what}[{self._names[i]!r}]" if self._names is not None else f"{what}[{i}]"
-
     def add_param_group(self, param_group):
         """Add ``{"params": list_or_dict, <hyperparameter>: value, ...}``; the
         rest from ``defaults``. Every param must be a 2-D float32/float64 matrix."""
@@ -145,7 +134,7 @@ class Muon:
         unknown = [k for k in param_group if k not in _HYPER and k not in ("params", "param_names")]
         if unknown:
             raise TypeError(f"param_group: {unknown[0]!r} is not a hyperparameter of Muon (it has {', '.join(_HYPER)})")
-        arrays, names = _split(param_group["params"])
+        arrays, names = split_params(param_group["params"])
         if not arrays:
             raise ValueError("params: a param group needs at least one array")
         if (names is None) != (self._names is None) and self._params:
@@ -155,19 +144,11 @@ class Muon:
         start = len(self._params)
         for k, p in enumerate(arrays):
             lab = f"params[{names[k]!r}]" if names is not None else f"params[{start + k}]"
-            if not isinstance(p, np.ndarray):
-                raise TypeError(f"{lab}: expected a numpy.ndarray, got {type(p).__name__}")
-            if p.ndim != 2:
+            if isinstance(p, np.ndarray) and p.ndim != 2:
                 raise ValueError(f"{lab}: has shape {p.shape}; Muon updates 2-D matrices only (torch's rule). "
                                  f"Give biases, gains and other non-2-D params to another optimizer, e.g. "
                                  f"optimc.AdamW, as Muon's authors do (docs/algorithms.md, Muon)")
-            if p.dtype not in (np.float32, np.float64) or not p.dtype.isnative:
-                raise TypeError(f"{lab}: expected a float32 or float64 array in native byte order, got {p.dtype}")
-            if not (p.flags.c_contiguous and p.flags.aligned):
-                raise ValueError(f"{lab}: must be C-contiguous and aligned (optimc writes it in place); "
-                                 f"make it with np.ascontiguousarray")
-            if not p.flags.writeable:
-                raise ValueError(f"{lab}: is read-only; optimc writes it in place")
+            check_param(lab, p)
             for j, q in enumerate(self._params + arrays[:k]):
                 if np.may_share_memory(p, q):
                     raise ValueError(f"{lab}: shares memory with {self._label(j) if j < start else 'another param'}")
@@ -182,16 +163,6 @@ class Muon:
         self._params = self._params + arrays
         self._buffers = self._buffers + [_core.zeros_like(p) for p in arrays]
         self._groups = self._groups + (group,)
-
-    @property
-    def param_groups(self):
-        """The param groups (change hyperparameters in place: ``group["lr"] = x``;
-        checked at the next step, before anything is written)."""
-        return self._groups
-
-    @property
-    def defaults(self):
-        return self._defaults
 
     @property
     def state(self):
@@ -212,28 +183,11 @@ class Muon:
         """One Muon step: ``grads`` a list in the params' order (or a dict when
         the params are named), each the param's shape and dtype, C-contiguous.
         Everything is checked before anything is written."""
-        n = len(self._params)
-        if self._names is not None:
-            if not isinstance(grads, Mapping):
-                raise TypeError(f"grads: the params are named, so a dict with their keys, got {type(grads).__name__}")
-            missing = [k for k in self._names if k not in grads]
-            extra = [k for k in grads if k not in self._names]
-            if missing or extra:
-                raise ValueError(f"grads: keys differ from the params' (missing {missing}, unknown {extra})")
-            grads = [grads[k] for k in self._names]
-        elif not isinstance(grads, (list, tuple)):
-            raise TypeError(f"grads: expected a list or tuple of arrays in the params' order, got {type(grads).__name__}")
-        elif len(grads) != n:
-            raise ValueError(f"grads: expected {n} arrays, got {len(grads)}")
+        grads = self._grads_in_order(grads)
         groups = [_check_hyper(g, "param_groups[%d]: " % i) for i, g in enumerate(self._groups)]
         for i, (p, g, b) in enumerate(zip(self._params, grads, self._buffers)):
             lab = self._label(i, "grads")
-            if not isinstance(g, np.ndarray):
-                raise TypeError(f"{lab}: expected a numpy.ndarray, got {type(g).__name__}")
-            if g.dtype != p.dtype:
-                raise TypeError(f"{lab}: expected {p.dtype} (the param's dtype), got {g.dtype}")
-            if g.shape != p.shape:
-                raise ValueError(f"{lab}: expected shape {p.shape} (the param's), got {g.shape}")
+            check_grad(lab, g, p)
             if not (g.flags.c_contiguous and g.flags.aligned):
                 raise ValueError(f"{lab}: must be C-contiguous and aligned; make it with np.ascontiguousarray")
             for j, q in enumerate(self._params):
