@@ -60,6 +60,10 @@ TWO_PASS: Mapping[str, Tuple[Pass, ...]] = {
     # the norms of θ and u = g + λθ; then the update and the trace
     "LARS": (Pass(read=("param", "grad")),
              Pass(read=("param", "grad", "trace"), write=("param", "trace"))),
+    # (the bench's params are vectors, which keep the full variance) the variance and
+    # the norms of θ and U; then U again from the variance, and θ
+    "Adafactor": (Pass(read=("param", "grad", "variance"), write=("variance",)),
+                  Pass(read=("param", "grad", "variance"), write=("param",))),
 }
 
 
