@@ -17,6 +17,18 @@ static int state_typenum(const optimc_tensor *x)
     }
 }
 
+/* A view of the engine's memory keeps the engine alive (its base). */
+static PyObject *owned_by(Engine *self, PyObject *view)
+{
+    if (!view) return NULL;
+    Py_INCREF(self);
+    if (PyArray_SetBaseObject((PyArrayObject *)view, (PyObject *)self) < 0) {
+        Py_DECREF(view);
+        return NULL;
+    }
+    return view;
+}
+
 /* buffer k of param i (param-shaped), or with `scales` its 8-bit block
  * scales (1-D float32, one per 256 elements) */
 static PyObject *state_view_of(Engine *self, Py_ssize_t i, int k, int scales)
@@ -33,13 +45,7 @@ static PyObject *state_view_of(Engine *self, Py_ssize_t i, int k, int scales)
     PyArray_Descr *descr = PyArray_DescrFromType(scales ? NPY_FLOAT32 : state_typenum(x));
     PyObject *view = PyArray_NewFromDescr(&PyArray_Type, descr, nd, dims, NULL,
                                           scales ? (void *)x->state_absmax[k] : x->state[k], NPY_ARRAY_CARRAY, NULL);
-    if (!view) return NULL;
-    Py_INCREF(self);
-    if (PyArray_SetBaseObject((PyArrayObject *)view, (PyObject *)self) < 0) {
-        Py_DECREF(view);
-        return NULL;
-    }
-    return view;
+    return owned_by(self, view);
 }
 
 /* The master weights of a 16-bit param (float32, the param's shape). */
@@ -49,13 +55,7 @@ static PyObject *master_view_of(Engine *self, Py_ssize_t i)
     npy_intp dims[OPTIMC_MAX_DIMS];
     for (int d = 0; d < x->ndim; d++) dims[d] = (npy_intp)x->dims[d];
     PyObject *view = PyArray_SimpleNewFromData(x->ndim, dims, NPY_FLOAT32, x->master);
-    if (!view) return NULL;
-    Py_INCREF(self);
-    if (PyArray_SetBaseObject((PyArrayObject *)view, (PyObject *)self) < 0) {
-        Py_DECREF(view);
-        return NULL;
-    }
-    return view;
+    return owned_by(self, view);
 }
 
 /* (step, {scalar: value}, {buffer: view or copy}) of param i */

@@ -633,6 +633,23 @@ static int check_grad_memory(Engine *self, Py_ssize_t i, PyArrayObject *g)
     return 0;
 }
 
+/* A dense grad's shape is its param's; then the memory checks above. */
+static int check_grad_shape_and_memory(Engine *self, Py_ssize_t i, PyArrayObject *g)
+{
+    PyArrayObject *p = self->params[i];
+    int same = PyArray_NDIM(g) == PyArray_NDIM(p);
+    for (int k = 0; same && k < PyArray_NDIM(p); k++) same = PyArray_DIM(g, k) == PyArray_DIM(p, k);
+    if (!same) {
+        PyObject *got = shape_of(g);
+        if (got)
+            engine_raise(self, PyExc_ValueError, "grads", i, "expected shape %R (the param's), got %R",
+                         self->shapes[i], got);
+        Py_XDECREF(got);
+        return -1;
+    }
+    return check_grad_memory(self, i, g);
+}
+
 /* A 16-bit param's grad: the param's dtype or float32, its shape, C order. */
 static int check_half_grad(Engine *self, Py_ssize_t i, PyObject *o)
 {
@@ -656,18 +673,7 @@ static int check_half_grad(Engine *self, Py_ssize_t i, PyObject *o)
         Py_XDECREF(lab);
         return -1;
     }
-    PyArrayObject *p = self->params[i];
-    int same = PyArray_NDIM(g) == PyArray_NDIM(p);
-    for (int k = 0; same && k < PyArray_NDIM(p); k++) same = PyArray_DIM(g, k) == PyArray_DIM(p, k);
-    if (!same) {
-        PyObject *got = shape_of(g);
-        if (got)
-            engine_raise(self, PyExc_ValueError, "grads", i, "expected shape %R (the param's), got %R",
-                         self->shapes[i], got);
-        Py_XDECREF(got);
-        return -1;
-    }
-    if (check_grad_memory(self, i, g) < 0) return -1;
+    if (check_grad_shape_and_memory(self, i, g) < 0) return -1;
     x->grad_half = half != 0;
     return 0;
 }
@@ -734,18 +740,7 @@ static int check_grads(Engine *self)
             Py_XDECREF(lab);
             return -1;
         }
-        PyArrayObject *g = (PyArrayObject *)o;
-        int same = PyArray_NDIM(g) == PyArray_NDIM(p);
-        for (int k = 0; same && k < PyArray_NDIM(p); k++) same = PyArray_DIM(g, k) == PyArray_DIM(p, k);
-        if (!same) {
-            PyObject *got = shape_of(g);
-            if (got)
-                engine_raise(self, PyExc_ValueError, "grads", i, "expected shape %R (the param's), got %R",
-                             self->shapes[i], got);
-            Py_XDECREF(got);
-            return -1;
-        }
-        if (check_grad_memory(self, i, g) < 0) return -1;
+        if (check_grad_shape_and_memory(self, i, (PyArrayObject *)o) < 0) return -1;
     }
     if (self->n_steps >= OPTIMC_MAX_STEP || self->skipped_steps >= OPTIMC_MAX_STEP) {
         PyErr_SetString(PyExc_ValueError, "step_count: the counter is at its limit (2**53 steps)");
