@@ -22,6 +22,7 @@ import hashlib
 import pickle
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -584,14 +585,19 @@ def test_state_dict_is_one_snapshot_while_another_thread_steps():
              for s in range(4)]
     params = [np.zeros(sh) for sh in shapes]
     opt = optimc.Adam(params, lr=0.01, amsgrad=True)
-    stop = threading.Event()
+    # The stepper starts after the first snapshot and gives up the GIL after each step,
+    # so that snapshots are taken between and during its steps however fast either thread
+    # runs (without that, the stepper could run all its steps before a second snapshot).
+    go, stop = threading.Event(), threading.Event()
     max_steps = 400
 
     def stepper():
+        go.wait()
         for s in range(max_steps):
             if stop.is_set():
                 break
             opt.step(grads[s % 4])
+            time.sleep(0)
 
     snaps = []
     old_interval = sys.getswitchinterval()
@@ -599,6 +605,8 @@ def test_state_dict_is_one_snapshot_while_another_thread_steps():
     try:
         t = threading.Thread(target=stepper)
         t.start()
+        snaps.append(opt.state_dict())
+        go.set()
         while t.is_alive() and len(snaps) < 150:
             snaps.append(opt.state_dict())
         stop.set()
@@ -619,7 +627,7 @@ def test_state_dict_is_one_snapshot_while_another_thread_steps():
         steps = {e["step"] for e in sd["state"].values()}
         if steps != {sd["step_count"]} or _digests(sd["state"].values()) != seen.get(sd["step_count"]):
             torn.append((n, sd["step_count"], sorted(steps)))
-    assert len({sd["step_count"] for sd in snaps}) > 1, "the snapshots never overlapped a step"
+    assert any(0 < sd["step_count"] < opt.step_count for sd in snaps), "the snapshots never overlapped a step"
     assert not torn, f"{len(torn)} of {len(snaps)} snapshots mix steps, e.g. {torn[:3]}"
 
 
