@@ -13,6 +13,7 @@
 #include "optimc.h"
 #include "kernels.h"
 #include "pool.h"
+#include "lowprec.h"      /* OPTIMC_QBLOCK: compressed state's block */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -302,14 +303,23 @@ static void rows_task(void *arg, int k, int n_workers)
     }
 }
 
-/* Elements of a dense tensor, split on 64-byte multiples. */
+/* Elements of a dense tensor, split on 64-byte multiples; a tensor with
+ * compressed state (state_dtype, kept by params of min_8bit_size and more
+ * beside native ones) goes through its block wrapper, split on block edges,
+ * as in optimc_step. (16-bit params never get here: the binding refuses
+ * SparseGrads in an optimizer that has one.) */
 static void dense_task(void *arg, int k, int n_workers)
 {
     const apply_job *job = arg;
-    size_t n = job->x->n;
-    size_t lo = k == 0 ? 0 : (size_t)((double)n * k / n_workers) / 16 * 16;
-    size_t hi = k + 1 == n_workers ? n : (size_t)((double)n * (k + 1) / n_workers) / 16 * 16;
-    if (lo < hi) job->impl[job->x->dtype].kernel(job->x, lo, hi);
+    const optimc_tensor *x = job->x;
+    size_t n = x->n, align = x->state_format != OPTIMC_STATE_NATIVE ? OPTIMC_QBLOCK : 16;
+    size_t lo = k == 0 ? 0 : (size_t)((double)n * k / n_workers) / align * align;
+    size_t hi = k + 1 == n_workers ? n : (size_t)((double)n * (k + 1) / n_workers) / align * align;
+    if (lo >= hi) return;
+    if (x->state_format != OPTIMC_STATE_NATIVE)
+        optimc_level_aux()->lowprec[x->dtype](job->impl[x->dtype].kernel, x, lo, hi);
+    else
+        job->impl[x->dtype].kernel(x, lo, hi);
 }
 
 /* The guard over dense grads and coalesced rows, in tensor then row order.

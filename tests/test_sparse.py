@@ -252,6 +252,50 @@ def test_resume_from_state_dict_and_pickle_is_bit_identical(name):
             assert np.array_equal(opt.state[0][k], v)
 
 
+COMPRESSED_BESIDE_SPARSE = """
+import numpy as np, optimc
+from optimc import SparseGrad, _core
+rng = np.random.default_rng(5)
+big0 = rng.standard_normal((40, 333)).astype(np.float32)      # 13320 elements: 8-bit state
+small0 = rng.standard_normal((20, 4)).astype(np.float32)      # 80 elements: below min_8bit_size
+steps = [(rng.standard_normal(big0.shape).astype(np.float32), rng.integers(0, 20, 7),
+          rng.standard_normal((7, 4)).astype(np.float32)) for _ in range(3)]
+_core.set_thread_threshold(0)
+# the sparse takers whose state may be compressed (SparseAdam's is exact); bfloat16
+# state has no minimum size, so only 8-bit state leaves a native param beside it
+for name in ("Adagrad",):
+    cls = getattr(optimc, name)
+    for state_dtype in ("8bit",):
+        kw = dict(lr=0.01, state_dtype=state_dtype, min_8bit_size=1000)
+        big_alone, small_alone = big0.copy(), small0.copy()
+        a, b = cls([big_alone], **kw), cls([small_alone], lr=0.01)
+        for g, idx, v in steps:
+            a.step([g])
+            b.step([SparseGrad(idx, v)])
+        for threads in (1, 2, 3):
+            optimc.set_num_threads(threads)
+            big, small = big0.copy(), small0.copy()
+            opt = cls([big, small], **kw)
+            for g, idx, v in steps:
+                opt.step([g, SparseGrad(idx, v)])
+            assert np.array_equal(big, big_alone), (name, state_dtype, threads)
+            assert np.array_equal(small, small_alone), (name, state_dtype, threads)
+            for k, v in a.state[0].items():
+                assert np.array_equal(opt.state[0][k], v), (name, state_dtype, threads, k)
+print("done")
+"""
+
+
+def test_dense_grad_with_compressed_state_beside_a_sparse_grad():
+    """A step with a SparseGrad runs the row step; a dense grad in it whose
+    param keeps compressed state (state_dtype with min_8bit_size: small params
+    stay native and may take SparseGrads) goes through the block coder, split on
+    block edges, exactly as in a step without SparseGrads (it read the 8-bit
+    codes as floats: NaN params, then a crash). In a subprocess: it crashed."""
+    from _snapshot import assert_clean_exit, run_python
+    assert_clean_exit(run_python(COMPRESSED_BESIDE_SPARSE))
+
+
 def test_sparse_grad_pickles_and_shows_itself():
     g = SparseGrad(np.array([1, 2], np.int32), np.ones((2, 3), np.float32))
     h = pickle.loads(pickle.dumps(g))
