@@ -44,6 +44,11 @@ _CALLABLE_HINT = (
     "optimc.save(path, opt, scheduler)); or, for files you trust, pickle the optimizer")
 
 
+def _is_bfloat16(dtype):
+    """ml_dtypes' bfloat16 (a param dtype optimc takes), which .npy files cannot name."""
+    return dtype.kind == "V" and dtype.itemsize == 2 and dtype.name == "bfloat16"
+
+
 class _Encoder:
     """Turns a state tree into JSON-able data plus a dict of arrays."""
 
@@ -62,6 +67,8 @@ class _Encoder:
             if value.dtype.hasobject or value.dtype.fields is not None:
                 raise TypeError(f"{path}: an array of dtype {value.dtype} cannot be saved "
                                 f"(only numeric arrays)")
+            if _is_bfloat16(value.dtype):   # NumPy would write raw void bytes: keep the bits as uint16
+                return {_TAG: "bfloat16", "key": self._store(value.copy(order="C").view(np.uint16))}
             return {_TAG: "array", "key": self._store(value)}
         if isinstance(value, np.generic):
             if not isinstance(value, (np.number, np.bool_)):
@@ -125,6 +132,16 @@ class _Decoder:
             return {k: self.decode(v, f"{where}[{k!r}]") for k, v in value.items()}
         if tag == "array":
             return self._array(value.get("key"), where)
+        if tag == "bfloat16":            # bfloat16 params, stored as their bits (see _Encoder)
+            bits = self._array(value.get("key"), where)
+            if bits.dtype != np.uint16:
+                raise ValueError(f"{self.path}: {where}: bfloat16 bits must be a uint16 array, got {bits.dtype}")
+            try:
+                import ml_dtypes
+            except ImportError:
+                raise ValueError(f"{self.path}: {where} holds bfloat16 values; install ml_dtypes to "
+                                 f"load it") from None
+            return bits.view(ml_dtypes.bfloat16)
         if tag == "scalar":
             array = self._array(value.get("key"), where)
             if array.shape != ():
