@@ -291,6 +291,46 @@ def test_int64_max_counters_never_wrap():
     assert_clean_exit(proc)
 
 
+_HUGE_SCRIPT = """
+import numpy as np, optimc
+from numpy.lib.stride_tricks import as_strided
+# params that claim more elements than memory holds (contiguous strides over one
+# element): the state block's size must not wrap around to a small block that the
+# initial state then overruns. Each optimizer must refuse with MemoryError.
+def huge(shape, dtype):
+    item = np.dtype(dtype).itemsize
+    strides = tuple(int(np.prod(shape[d + 1:], dtype=object)) * item for d in range(len(shape)))
+    return as_strided(np.zeros(1, dtype), shape=shape, strides=strides, writeable=True)
+cases = [((2 ** 61,), np.float16, dict()),                        # two float32 buffers of 2**63 bytes: 2**64
+         ((2 ** 61,), np.float16, dict(stochastic_rounding=True)),
+         ((2 ** 61,), np.float16, dict(amsgrad=True)),            # three of them
+         ((2 ** 61,), np.float16, dict(master_weights=True)),     # and the master copy
+         ((2 ** 59,), np.float64, dict(amsgrad=True)),            # 3 x 2**62 bytes
+         ((2 ** 60,), np.float32, dict(state_dtype="8bit", min_8bit_size=0))]
+for shape, dtype, kw in cases:
+    try:
+        optimc.Adam([huge(shape, dtype)], **kw)
+    except MemoryError:
+        continue
+    raise AssertionError(f"{{shape}} {{np.dtype(dtype)}} {{kw}}: accepted")
+for shape, dtype in [((16, 1, 2 ** 56), np.float32), ((2 ** 59, 2), np.float32), ((2, 2 ** 59), np.float32)]:
+    try:   # Adafactor: factors, and its float64 scratch (a row of column sums per chunk)
+        optimc.Adafactor([huge(shape, dtype)])
+    except MemoryError:
+        continue
+    raise AssertionError(f"Adafactor {{shape}}: accepted")
+print("done")
+"""
+
+
+def test_state_sizes_of_huge_params_do_not_wrap():
+    """A param of 2**61 float16 elements has 2**63 bytes of float32 state per
+    buffer: the block's size saturates and its allocation fails with MemoryError
+    (Adam's two buffers wrapped to a block of 0 bytes, which the initial state
+    then wrote: a crash). In a subprocess: it crashed."""
+    assert_clean_exit(run_python(_HUGE_SCRIPT))
+
+
 @pytest.mark.parametrize("cls", ALL, ids=IDS)
 def test_every_state_entry_is_required(cls):
     """Item 9: a checkpoint without any one entry of a param's state ("step",

@@ -13,9 +13,11 @@ size_t state_nbytes(const Engine *self, const optimc_tensor *x, int k)
 {
     size_t n = optimc_state_elements(self->algorithm, x, k);
     /* compressed state (param-shaped only): uint16 bfloat16 bits or uint8 codes */
-    if (x->state_format == OPTIMC_STATE_BF16) return 2 * n;
-    if (x->state_format == OPTIMC_STATE_8BIT) return n;
-    return n * itemsize_of(x->dtype);
+    size_t item = x->state_format == OPTIMC_STATE_BF16 ? 2 : x->state_format == OPTIMC_STATE_8BIT ? 1
+                                                                                     : itemsize_of(x->dtype);
+    /* SIZE_MAX when it does not fit (a 16-bit param's float32 state is twice its
+     * bytes): such a block cannot be allocated, and must not wrap to a small one */
+    return n > SIZE_MAX / item ? SIZE_MAX : n * item;
 }
 
 array_problem array_check(PyObject *o, int writeable, int *dtype)

@@ -30,6 +30,16 @@ static void *state_alloc(size_t bytes)
     return block;
 }
 
+/* A state block's sizes, saturating at SIZE_MAX: a param that claims more
+ * elements than memory holds (a view made with as_strided, say) must fail to
+ * allocate, not wrap around to a small block that the initial state overruns. */
+static size_t add_sat(size_t a, size_t b) { return a > SIZE_MAX - b ? SIZE_MAX : a + b; }
+static size_t mul_sat(size_t a, size_t b) { return b && a > SIZE_MAX / b ? SIZE_MAX : a * b; }
+static size_t lines_of(size_t bytes)   /* rounded up to whole 64-byte lines */
+{
+    return bytes > SIZE_MAX - STATE_ALIGN ? SIZE_MAX : (bytes + STATE_ALIGN - 1) / STATE_ALIGN * STATE_ALIGN;
+}
+
 /* ---- the lock ---- */
 
 /* A lock inherited through fork() may be held by a thread the child does not
@@ -494,19 +504,19 @@ static PyObject *Engine_add_group(Engine *self, PyObject *args)
         size_t per[OPTIMC_MAX_STATE] = {0}, total = 0;
         for (int k = 0; k < OPTIMC_MAX_STATE; k++) {
             if (!(mask & (1u << k))) continue;
-            per[k] = (state_nbytes(self, x, k) + STATE_ALIGN - 1) / STATE_ALIGN * STATE_ALIGN;
+            per[k] = lines_of(state_nbytes(self, x, k));
             if (per[k] == 0) per[k] = STATE_ALIGN;   /* an empty param still has (empty) buffers */
-            per[k] += scales;
-            total += per[k];
+            per[k] = add_sat(per[k], scales);
+            total = add_sat(total, per[k]);
         }
         /* a two-pass rule's factored tensors: the reduction scratch after the buffers */
-        size_t scratch = optimc_scratch_elements(self->algorithm, x) * sizeof(double);
-        total += (scratch + STATE_ALIGN - 1) / STATE_ALIGN * STATE_ALIGN;
+        size_t scratch = mul_sat(optimc_scratch_elements(self->algorithm, x), sizeof(double));
+        total = add_sat(total, lines_of(scratch));
         /* master weights: a float32 copy of the param after the state buffers */
         size_t master_at = total;
         if (x->rounding == OPTIMC_ROUND_MASTER)
-            total += x->n ? (x->n * sizeof(float) + STATE_ALIGN - 1) / STATE_ALIGN * STATE_ALIGN : STATE_ALIGN;
-        void *block = state_alloc(total);
+            total = add_sat(total, x->n ? lines_of(mul_sat(x->n, sizeof(float))) : STATE_ALIGN);
+        void *block = total == SIZE_MAX ? NULL : state_alloc(total);
         if (total && !block) {
             PyErr_NoMemory();
             goto undo;
