@@ -179,6 +179,53 @@ def test_other_thread_clearing_the_grads_during_a_large_step():
     assert_clean_exit(proc)
 
 
+_THREAD_CLEARS_TOOLKIT_GRADS = r"""
+import threading
+import numpy as np, optimc
+optimc.set_num_threads(2)
+N = 9_000_000                     # 36 MB per array: above glibc's largest mmap threshold, so a
+ROUNDS = 4                        # freed array goes back to the OS and a read of it faults
+calls = {
+    "clip_grad_value": lambda grads: optimc.clip_grad_value(grads, 0.5),
+    "clip_grad_norm": lambda grads: optimc.clip_grad_norm(grads, 1.0),
+    "grad_norm": lambda grads: optimc.grad_norm(grads),
+}
+for container in ("list", "dict"):
+    for name, call in calls.items():
+        for r in range(ROUNDS):
+            arrays = [np.full(N, 2.0, np.float32) for _ in range(2)]
+            grads = {f"g{i}": a for i, a in enumerate(arrays)} if container == "dict" else arrays
+            del arrays                 # the list/dict holds the only references
+            go, squatters = threading.Event(), []
+
+            def clear():
+                go.wait()
+                grads.clear()          # runs while the call has released the GIL
+                squatters.append(np.full(2 * N, 7.0, np.float32))
+
+            t = threading.Thread(target=clear)
+            t.start()
+            go.set()
+            try:
+                call(grads)
+            except ValueError as e:    # emptied before (or between) its calls into C
+                assert "no arrays given" in str(e), e
+            t.join()
+            assert np.all(squatters[0] == np.float32(7.0)), (container, name, r)
+print("done")
+"""
+
+
+def test_other_thread_clearing_the_grads_of_clipping_and_norms():
+    """The toolkit's C functions (clip_grad_norm, clip_grad_value, grad_norm,
+    and the EMA/SWA/Lookahead/Schedule-Free averages, which share their array
+    collection) read the arrays without the GIL: they hold their own references
+    (a tuple) until the kernel returns, so another thread emptying the caller's
+    list or dict frees nothing in use (it crashed: the kernel wrote freed memory)."""
+    proc = run_python(_THREAD_CLEARS_TOOLKIT_GRADS, timeout=300)
+    assert_clean_exit(proc)
+
+
 # ---- item 4: a param resized after it was handed over ------------------------
 
 @pytest.mark.parametrize("new_shape", [(4000,), (40, 100), (10,)], ids=["grown", "grown-2d", "shrunk"])

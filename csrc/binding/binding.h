@@ -119,8 +119,12 @@ void sparse_end(Engine *self);
 int sparse_module_init(PyObject *m);
 
 /* ---- module.c ---- */
-/* Collect a list/tuple/dict of float arrays into buffers (PyMem_Malloc'd). */
-optimc_buffer *collect_buffers(PyObject *arrays, const char *what, Py_ssize_t *n_out, int writeable);
+/* Collect a list/tuple/dict of float arrays into buffers (PyMem_Malloc'd);
+ * *held: a new tuple of those arrays, to be released only after the kernel
+ * that reads them without the GIL has returned (another thread may empty the
+ * caller's list or dict meanwhile, which would free an array in use). */
+optimc_buffer *collect_buffers(PyObject *arrays, const char *what, Py_ssize_t *n_out, int writeable,
+                               PyObject **held);
 
 /* ---- quantize.c ---- */
 /* quantize_blockwise, dequantize_blockwise, dynamic_map, bf16_encode/decode */

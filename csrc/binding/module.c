@@ -11,10 +11,17 @@
 
 /* ---- module functions ---- */
 
-/* Collect a list/tuple/dict of grads into buffers; checks first. */
-optimc_buffer *collect_buffers(PyObject *arrays, const char *what, Py_ssize_t *n_out, int writeable)
+/* Collect a list/tuple/dict of grads into buffers; checks first. The arrays
+ * checked are those of *held (a tuple that references them), not the caller's
+ * container, which another thread can change once the GIL is released. */
+optimc_buffer *collect_buffers(PyObject *arrays, const char *what, Py_ssize_t *n_out, int writeable,
+                               PyObject **held)
 {
-    PyObject *seq = PyDict_Check(arrays) ? PyDict_Values(arrays) : PySequence_Fast(arrays, "");
+    *held = NULL;
+    PyObject *values = PyDict_Check(arrays) ? PyDict_Values(arrays) : NULL;
+    PyObject *seq = PyDict_Check(arrays) ? (values ? PySequence_Tuple(values) : NULL)
+                    : PyList_Check(arrays) || PyTuple_Check(arrays) ? PySequence_Tuple(arrays) : NULL;
+    Py_XDECREF(values);
     if (!seq || (!PyList_Check(arrays) && !PyTuple_Check(arrays) && !PyDict_Check(arrays))) {
         Py_XDECREF(seq);
         PyErr_Format(PyExc_TypeError, "%s: expected a list, tuple or dict of arrays, got %s", what,
@@ -45,9 +52,9 @@ optimc_buffer *collect_buffers(PyObject *arrays, const char *what, Py_ssize_t *n
         bufs[i].n = (size_t)PyArray_SIZE((PyArrayObject *)o);
         bufs[i].dtype = dtype;
     }
-    Py_DECREF(seq);
     Py_XDECREF(keys);
     *n_out = n;
+    *held = seq;
     return bufs;
 fail:
     PyMem_Free(bufs);
@@ -66,7 +73,8 @@ static PyObject *mod_grad_norm(PyObject *m, PyObject *args)
     int finite, writeable = 0;
     Py_ssize_t n;
     if (!PyArg_ParseTuple(args, "Od|p", &arrays, &norm_type, &writeable)) return NULL;
-    optimc_buffer *bufs = collect_buffers(arrays, "grads", &n, writeable);
+    PyObject *held;
+    optimc_buffer *bufs = collect_buffers(arrays, "grads", &n, writeable, &held);
     if (!bufs) return NULL;
     Py_BEGIN_ALLOW_THREADS
     optimc_fork_guard_enter();
@@ -74,6 +82,7 @@ static PyObject *mod_grad_norm(PyObject *m, PyObject *args)
     optimc_fork_guard_leave();
     Py_END_ALLOW_THREADS
     PyMem_Free(bufs);
+    Py_DECREF(held);
     if (!isinf(norm_type)) total = norm_type == 2.0 ? sqrt(total) : norm_type == 1.0 ? total : pow(total, 1.0 / norm_type);
     return Py_BuildValue("dO", total, finite ? Py_True : Py_False);
 }
@@ -87,7 +96,8 @@ static PyObject *mod_scale_clip(PyObject *m, PyObject *args)
     double value;
     Py_ssize_t n;
     if (!PyArg_ParseTuple(args, "Oid", &arrays, &mode, &value)) return NULL;
-    optimc_buffer *bufs = collect_buffers(arrays, "grads", &n, 1);
+    PyObject *held;
+    optimc_buffer *bufs = collect_buffers(arrays, "grads", &n, 1, &held);
     if (!bufs) return NULL;
     Py_BEGIN_ALLOW_THREADS
     optimc_fork_guard_enter();
@@ -95,6 +105,7 @@ static PyObject *mod_scale_clip(PyObject *m, PyObject *args)
     optimc_fork_guard_leave();
     Py_END_ALLOW_THREADS
     PyMem_Free(bufs);
+    Py_DECREF(held);
     Py_RETURN_NONE;
 }
 
@@ -106,10 +117,11 @@ static PyObject *mod_ema(PyObject *m, PyObject *args)
     double weight;
     Py_ssize_t na, np_;
     if (!PyArg_ParseTuple(args, "OOd", &avgs, &params, &weight)) return NULL;
-    optimc_buffer *a = collect_buffers(avgs, "averages", &na, 1);
+    PyObject *held_a, *held_p = NULL;
+    optimc_buffer *a = collect_buffers(avgs, "averages", &na, 1, &held_a);
     if (!a) return NULL;
-    optimc_buffer *p = collect_buffers(params, "params", &np_, 0);
-    if (!p) { PyMem_Free(a); return NULL; }
+    optimc_buffer *p = collect_buffers(params, "params", &np_, 0, &held_p);
+    if (!p) { PyMem_Free(a); Py_DECREF(held_a); return NULL; }
     if (na != np_) {
         PyErr_Format(PyExc_ValueError, "params: expected %zd arrays, got %zd", na, np_);
         goto fail;
@@ -127,10 +139,14 @@ static PyObject *mod_ema(PyObject *m, PyObject *args)
     Py_END_ALLOW_THREADS
     PyMem_Free(a);
     PyMem_Free(p);
+    Py_DECREF(held_a);
+    Py_DECREF(held_p);
     Py_RETURN_NONE;
 fail:
     PyMem_Free(a);
     PyMem_Free(p);
+    Py_DECREF(held_a);
+    Py_DECREF(held_p);
     return NULL;
 }
 
@@ -142,7 +158,8 @@ static PyObject *mod_stream(PyObject *m, PyObject *args)
     int n_write;
     Py_ssize_t n;
     if (!PyArg_ParseTuple(args, "O!i", &PyList_Type, &arrays, &n_write)) return NULL;
-    optimc_buffer *bufs = collect_buffers(arrays, "arrays", &n, 1);
+    PyObject *held;
+    optimc_buffer *bufs = collect_buffers(arrays, "arrays", &n, 1, &held);
     if (!bufs) return NULL;
     void *ptrs[16];
     int ok = n <= 16 && n_write >= 0 && n_write < n;
@@ -152,6 +169,7 @@ static PyObject *mod_stream(PyObject *m, PyObject *args)
     }
     if (!ok) {
         PyMem_Free(bufs);
+        Py_DECREF(held);
         PyErr_SetString(PyExc_ValueError, "stream: 1..16 arrays of one size and dtype, 0 <= n_write < len(arrays)");
         return NULL;
     }
@@ -162,6 +180,7 @@ static PyObject *mod_stream(PyObject *m, PyObject *args)
     optimc_stream(first.dtype, ptrs, (int)n, n_write, first.n);
     optimc_fork_guard_leave();
     Py_END_ALLOW_THREADS
+    Py_DECREF(held);
     Py_RETURN_NONE;
 }
 

@@ -119,31 +119,43 @@ static PyObject *mod_lbfgs_direction(PyObject *m, PyObject *args)
                           &h_diag, &d))
         return NULL;
     if (vec_arg(g, "g", 0, &dt, &n, &pg) < 0 || vec_arg(d, "d", 1, &dt, &n, &pd) < 0) return NULL;
-    Py_ssize_t k = PyList_GET_SIZE(dirs);
-    if (PyList_GET_SIZE(stps) != k || PyList_GET_SIZE(ro) != k) {
+    /* the pairs as tuples that reference them until the kernel has returned:
+     * the lists may change (another thread, or ro's __float__) meanwhile */
+    PyObject *held_dirs = PySequence_Tuple(dirs), *held_stps = held_dirs ? PySequence_Tuple(stps) : NULL;
+    PyObject *held_ro = held_stps ? PySequence_Tuple(ro) : NULL;
+    void **pdirs = NULL, **pstps = NULL;
+    double *pro = NULL, *pal = NULL;
+    if (!held_ro) goto done;
+    Py_ssize_t k = PyTuple_GET_SIZE(held_dirs);
+    if (PyTuple_GET_SIZE(held_stps) != k || PyTuple_GET_SIZE(held_ro) != k) {
         PyErr_SetString(PyExc_ValueError, "lbfgs_direction: dirs, stps and ro differ in length");
-        return NULL;
+        goto done;
     }
-    if (k > INT_MAX) return PyErr_NoMemory();
+    if (k > INT_MAX) {
+        PyErr_NoMemory();
+        goto done;
+    }
     size_t cells = k ? (size_t)k : 1;
-    void **pdirs = PyMem_Malloc(sizeof(void *) * cells), **pstps = PyMem_Malloc(sizeof(void *) * cells);
-    double *pro = PyMem_Malloc(sizeof(double) * cells), *pal = PyMem_Malloc(sizeof(double) * cells);
+    pdirs = PyMem_Malloc(sizeof(void *) * cells), pstps = PyMem_Malloc(sizeof(void *) * cells);
+    pro = PyMem_Malloc(sizeof(double) * cells), pal = PyMem_Malloc(sizeof(double) * cells);
     if (!pdirs || !pstps || !pro || !pal) {
         PyErr_NoMemory();
         goto done;
     }
+    for (Py_ssize_t i = 0; i < k; i++) {   /* ro first: its conversion may run code */
+        pro[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(held_ro, i));
+        if (pro[i] == -1.0 && PyErr_Occurred()) goto done;
+    }
     for (Py_ssize_t i = 0; i < k; i++) {
         char what[48];
         snprintf(what, sizeof what, "old_dirs[%zd]", i);
-        if (vec_arg(PyList_GET_ITEM(dirs, i), what, 0, &dt, &n, &pdirs[i]) < 0) goto done;
+        if (vec_arg(PyTuple_GET_ITEM(held_dirs, i), what, 0, &dt, &n, &pdirs[i]) < 0) goto done;
         snprintf(what, sizeof what, "old_stps[%zd]", i);
-        if (vec_arg(PyList_GET_ITEM(stps, i), what, 0, &dt, &n, &pstps[i]) < 0) goto done;
+        if (vec_arg(PyTuple_GET_ITEM(held_stps, i), what, 0, &dt, &n, &pstps[i]) < 0) goto done;
         if (pdirs[i] == pd || pstps[i] == pd) {
             PyErr_SetString(PyExc_ValueError, "lbfgs_direction: d is one of the stored pairs");
             goto done;
         }
-        pro[i] = PyFloat_AsDouble(PyList_GET_ITEM(ro, i));
-        if (pro[i] == -1.0 && PyErr_Occurred()) goto done;
     }
     if (pg == pd) {
         PyErr_SetString(PyExc_ValueError, "lbfgs_direction: d is g");
@@ -162,6 +174,9 @@ done:
     PyMem_Free(pstps);
     PyMem_Free(pro);
     PyMem_Free(pal);
+    Py_XDECREF(held_dirs);
+    Py_XDECREF(held_stps);
+    Py_XDECREF(held_ro);
     return out;
 }
 
