@@ -41,54 +41,67 @@ static inline float optimc_f32_from_bits(uint32_t b)
     return f;
 }
 
-/* ---- float16 ---- */
+/* ---- float16 ----
+ * Written branch-light (both sides computed, one selected) so that the
+ * compiler can vectorize block loops of them; halfparam_impl.h uses F16C's
+ * vcvtph2ps/vcvtps2ph instead where the CPU has it, which give the same bits
+ * (tests/test_half_params.py checks every float16 code and the float32 edges
+ * at every SIMD level, with F16C and without). */
 
+/* float16 -> float32, exact. A NaN stays a NaN with its payload, quieted (the
+ * float32 quiet bit set), as vcvtph2ps does. */
 static inline float optimc_f16_decode(uint16_t h)
 {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1Fu, m = h & 0x3FFu;
-    if (e == 0x1F) return optimc_f32_from_bits(sign | 0x7F800000u | (m << 13));   /* Inf, NaN */
-    if (e) return optimc_f32_from_bits(sign | ((e + 112) << 23) | (m << 13));
-    /* a subnormal m·2^-24: m has at most 10 bits, so this is exact */
-    float f = (float)m * 0x1p-24f;
-    return sign ? -f : f;
+    uint32_t a = h & 0x7FFFu, sign = (uint32_t)(h & 0x8000u) << 16;
+    /* normal: the exponent rebased from 15 to 127 */
+    uint32_t normal = (a << 13) + (112u << 23);
+    /* Inf and NaN: the exponent all ones; NaN quieted */
+    uint32_t special = (a << 13) | 0x7F800000u | (a > 0x7C00u ? 0x400000u : 0u);
+    /* subnormal m·2^-24: 2^-14·(1 + m/1024) − 2^-14, both exact in float32 */
+    uint32_t sub = optimc_f32_bits(optimc_f32_from_bits((a << 13) + (113u << 23)) - 0x1p-14f);
+    uint32_t mag = a < 0x0400u ? sub : a < 0x7C00u ? normal : special;
+    return optimc_f32_from_bits(sign | mag);
+}
+
+/* float32 -> float16, round to nearest even, as NumPy's astype: Inf from the
+ * largest finite half-way point (65520) up; a NaN stays a quiet NaN with the
+ * top 10 bits of its payload, as vcvtps2ph does. */
+static inline uint16_t optimc_f16_encode(float f)
+{
+    uint32_t b = optimc_f32_bits(f), sign = (b >> 16) & 0x8000u, a = b & 0x7FFFFFFFu;
+    /* a float16 normal: rebase the exponent and round the 13 dropped bits
+     * (ties to even); a carry moves into the exponent as it must */
+    uint32_t normal = (a - (112u << 23) + 0xFFFu + ((a >> 13) & 1u)) >> 13;
+    /* below 2^-14: in 0.5 + |x| the float32 ulp is the float16 step 2^-24, so the
+     * add itself rounds to nearest even (the result is a normal float32:
+     * flush-to-zero modes cannot change it) */
+    uint32_t sub = optimc_f32_bits(optimc_f32_from_bits(a) + 0.5f) - 0x3F000000u;
+    uint32_t nan = 0x7E00u | ((a >> 13) & 0x3FFu);
+    uint32_t q = a < 0x38800000u ? sub : a < 0x477FF000u ? normal : a <= 0x7F800000u ? 0x7C00u : nan;
+    return (uint16_t)(sign | q);
 }
 
 /* The float16 magnitude of |x| = a (float32 bits without the sign) rounded
  * toward zero, and the dropped part as a fraction of one float16 step in
- * 32-bit fixed point (exact for float16 normals and for subnormals down to
- * 2^-32 of a step). a is finite and below 65536. */
+ * 32-bit fixed point (exact for float16 normals, and for subnormals down to
+ * 2^-32 of a step: truncated below). a is finite and below 65536. A float16
+ * subnormal is M·2^-s steps of 2^-24 with M the 24-bit significand and
+ * s = 126 − exponent (from 14; beyond 56 both are 0). The vector versions
+ * compute both sides and select; here the branch is on the rare side. */
+/* x >> s and x << s, 0 when s >= 32 (as the vector shifts do) */
+static inline uint32_t optimc_shr32(uint32_t x, uint32_t s) { return (x >> (s & 31u)) & (0u - (uint32_t)(s < 32u)); }
+static inline uint32_t optimc_shl32(uint32_t x, uint32_t s) { return (x << (s & 31u)) & (0u - (uint32_t)(s < 32u)); }
+
 static inline uint32_t optimc_f16_truncate(uint32_t a, uint32_t *frac32)
 {
     if (a >= 0x38800000u) {   /* >= 2^-14: a float16 normal, 13 bits dropped */
-        *frac32 = (a & 0x1FFFu) << 19;
+        *frac32 = a << 19;
         return (a >> 13) - (112u << 10);
     }
-    uint32_t e = a >> 23;
-    if (e < 70) {   /* below 2^-57: less than 2^-33 of a step */
-        *frac32 = 0;
-        return 0;
-    }
-    /* a subnormal: |x| = M·2^(e-150) = M·2^-shift steps of 2^-24 */
-    uint32_t M = (a & 0x7FFFFFu) | 0x800000u, shift = 126 - e;   /* 14 <= shift <= 56 */
-    if (shift >= 32) {
-        *frac32 = (uint32_t)(((uint64_t)M << 32) >> shift);
-        return 0;
-    }
-    *frac32 = (uint32_t)(((uint64_t)(M & ((1u << shift) - 1u)) << 32) >> shift);
-    return M >> shift;
-}
-
-/* float32 -> float16, round to nearest even (Inf above the largest finite
- * half-way point, 65520; NaN stays a quiet NaN). */
-static inline uint16_t optimc_f16_encode(float f)
-{
-    uint32_t b = optimc_f32_bits(f), sign = (b >> 16) & 0x8000u, a = b & 0x7FFFFFFFu;
-    if (a > 0x7F800000u) return (uint16_t)(sign | 0x7E00u | ((a >> 13) & 0x3FFu));
-    if (a >= 0x477FF000u) return (uint16_t)(sign | 0x7C00u);
-    uint32_t frac, q = optimc_f16_truncate(a, &frac);
-    /* up when the dropped part is above half a step, or half with q odd */
-    q += frac > 0x80000000u || (frac == 0x80000000u && (q & 1u));
-    return (uint16_t)(sign | q);
+    uint32_t M = (a & 0x7FFFFFu) | 0x800000u, s = 126u - (a >> 23);   /* 14 <= s <= 126 */
+    /* s <= 32: the low s bits of M moved to the top; s >= 32: M moved down */
+    *frac32 = optimc_shl32(M, 32u - s) | optimc_shr32(M, s - 32u);
+    return optimc_shr32(M, s);
 }
 
 /* ---- stochastic rounding ---- */
@@ -123,19 +136,20 @@ static inline uint32_t optimc_sr_bits(uint64_t step_key, uint64_t i)
 static inline uint16_t optimc_bf16_encode_stochastic(float f, uint32_t r)
 {
     uint32_t b = optimc_f32_bits(f);
-    if ((b & 0x7F800000u) == 0x7F800000u) return optimc_bf16_encode(f);
     /* the 16 dropped bits against 16 random ones: up with probability frac/2^16;
-     * adding 1 to the magnitude carries into the exponent where it must */
-    return (uint16_t)((b >> 16) + ((b & 0xFFFFu) > (r >> 16)));
+     * adding 1 to the magnitude carries into the exponent where it must (±Inf
+     * drops nothing and stays); a NaN is rounded to nearest (quieted) */
+    uint32_t up = (b >> 16) + ((b & 0xFFFFu) > (r >> 16));
+    return (uint16_t)((b & 0x7FFFFFFFu) > 0x7F800000u ? (b >> 16) | 0x40u : up);
 }
 
 static inline uint16_t optimc_f16_encode_stochastic(float f, uint32_t r)
 {
     uint32_t b = optimc_f32_bits(f), sign = (b >> 16) & 0x8000u, a = b & 0x7FFFFFFFu;
-    if (a >= 0x7F800000u) return optimc_f16_encode(f);
-    if (a >= 0x47800000u) return (uint16_t)(sign | 0x7C00u);   /* >= 65536: beyond every float16 step */
     uint32_t frac, q = optimc_f16_truncate(a, &frac);
     q += frac > r;   /* may carry to 0x7C00 (Inf) from the largest finite */
-    return (uint16_t)(sign | q);
+    /* >= 65536 (and Inf): beyond every float16 step; NaN: as to nearest */
+    uint32_t nan = 0x7E00u | ((a >> 13) & 0x3FFu);
+    return (uint16_t)(sign | (a > 0x7F800000u ? nan : a >= 0x47800000u ? 0x7C00u : q));
 }
 #endif

@@ -9,31 +9,309 @@
  * the grad is read in place (float32) or decoded (16-bit); the rule's kernel
  * runs on the block — through lowprec_run when the state is compressed too —
  * and the float32 result is written to the param, rounded to nearest even or
- * stochastically (halfparam.h). One pass, nothing allocated. */
+ * stochastically (halfparam.h). One pass, nothing allocated.
+ *
+ * The conversions and the generator, per SIMD level: the scalar functions of
+ * halfparam.h are their definition; the avx2 and avx512 levels compute the
+ * same integer functions 8 or 16 elements at a time (SplitMix64's 64-bit
+ * multiplies: vpmullq at avx512, built from three 32x32->64 vpmuludq at
+ * avx2), and convert float16 with F16C where the CPU has it (runtime.h), which
+ * rounds to nearest even exactly as optimc_f16_encode does. Tails of a block
+ * use the scalar functions. tests/test_half_params.py compares every level,
+ * with F16C and without, against NumPy references. */
 #include "halfparam.h"
+#include "runtime.h"
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
-static void halfparam_decode(int format, const uint16_t *restrict h, size_t n, float *restrict out)
+#if defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__AVX512VL__)
+#define HALF_AVX512 1
+#elif defined(__AVX2__)
+#define HALF_AVX2 1
+#endif
+
+/* ---- float16 <-> float32, to nearest even ---- */
+
+/* The portable loops: branch-light scalar code the compiler may vectorize. */
+static void f16_decode_soft(const uint16_t *restrict h, size_t n, float *restrict out)
 {
-    if (format == OPTIMC_PARAM_BF16) optimc_bf16_decode_block(h, n, out);
-    else for (size_t i = 0; i < n; i++) out[i] = optimc_f16_decode(h[i]);
+    for (size_t i = 0; i < n; i++) out[i] = optimc_f16_decode(h[i]);
 }
 
-/* Elements [at, at + n) of a tensor from their float32 values. */
-static void halfparam_encode(const optimc_tensor *x, const float *restrict v, size_t at, size_t n,
-                             uint16_t *restrict out)
+static void f16_encode_soft(const float *restrict v, size_t n, uint16_t *restrict out)
 {
-    int bf16 = x->param_format == OPTIMC_PARAM_BF16;
-    if (x->rounding == OPTIMC_ROUND_STOCHASTIC) {
-        uint64_t key = optimc_sr_step_key(x->sr_key, x->step);
-        for (size_t i = 0; i < n; i++) {
-            uint32_t r = optimc_sr_bits(key, (uint64_t)(at + i));
-            out[i] = bf16 ? optimc_bf16_encode_stochastic(v[i], r) : optimc_f16_encode_stochastic(v[i], r);
-        }
-    } else if (bf16) {
-        optimc_bf16_encode_block(v, n, out);
-    } else {
-        for (size_t i = 0; i < n; i++) out[i] = optimc_f16_encode(v[i]);
+    for (size_t i = 0; i < n; i++) out[i] = optimc_f16_encode(v[i]);
+}
+
+#if defined(HALF_AVX512)
+/* F16C's conversions, 16 at a time (their 512-bit forms are AVX-512F's) */
+static void f16_decode_hw(const uint16_t *restrict h, size_t n, float *restrict out)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(out + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + i))));
+    f16_decode_soft(h + i, n - i, out + i);
+}
+
+static void f16_encode_hw(const float *restrict v, size_t n, uint16_t *restrict out)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtps_ph(_mm512_loadu_ps(v + i), _MM_FROUND_TO_NEAREST_INT));
+    f16_encode_soft(v + i, n - i, out + i);
+}
+#elif defined(HALF_AVX2)
+/* F16C is not implied by AVX2: these are compiled for it and called only
+ * when the CPU has it */
+__attribute__((target("avx2,fma,f16c")))
+static void f16_decode_hw(const uint16_t *restrict h, size_t n, float *restrict out)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    f16_decode_soft(h + i, n - i, out + i);
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static void f16_encode_hw(const float *restrict v, size_t n, uint16_t *restrict out)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(out + i), _mm256_cvtps_ph(_mm256_loadu_ps(v + i), _MM_FROUND_TO_NEAREST_INT));
+    f16_encode_soft(v + i, n - i, out + i);
+}
+#endif
+
+/* ---- bfloat16 at avx512: quantize.h's rules 16 at a time ---- */
+#if defined(HALF_AVX512)
+static void bf16_decode_wide(const uint16_t *restrict h, size_t n, float *restrict out)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(h + i)));
+        _mm512_storeu_si512(out + i, _mm512_slli_epi32(w, 16));
     }
+    for (; i < n; i++) out[i] = optimc_bf16_decode(h[i]);
+}
+
+static void bf16_encode_wide(const float *restrict v, size_t n, uint16_t *restrict out)
+{
+    const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7FFF),
+                  abs_mask = _mm512_set1_epi32(0x7FFFFFFF), inf = _mm512_set1_epi32(0x7F800000),
+                  quiet = _mm512_set1_epi32(0x40);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i b = _mm512_castps_si512(_mm512_loadu_ps(v + i)), top = _mm512_srli_epi32(b, 16);
+        __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(b, bias),
+                                                             _mm512_and_si512(top, one)), 16);
+        __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, abs_mask), inf);
+        __m512i r = _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(top, quiet));
+        _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtepi32_epi16(r));
+    }
+    for (; i < n; i++) out[i] = optimc_bf16_encode(v[i]);
+}
+#else
+#define bf16_decode_wide optimc_bf16_decode_block   /* quantize.h: 8 at a time at avx2 */
+#define bf16_encode_wide optimc_bf16_encode_block
+#endif
+
+/* ---- stochastic rounding: the generator ---- */
+
+/* r[k] = optimc_sr_bits(key, at + k) for k < n: SplitMix64's outputs number
+ * at+1 .. at+n of the stream `key`, their top 32 bits. */
+static void sr_bits_block(uint64_t key, uint64_t at, size_t n, uint32_t *restrict r)
+{
+    size_t i = 0;
+    const uint64_t G = OPTIMC_GOLDEN_GAMMA, base = key + (at + 1) * G;
+#if defined(HALF_AVX512)
+    const __m512i c1 = _mm512_set1_epi64((long long)UINT64_C(0xBF58476D1CE4E5B9)),
+                  c2 = _mm512_set1_epi64((long long)UINT64_C(0x94D049BB133111EB)),
+                  step = _mm512_set1_epi64((long long)(16 * G));
+    /* the top halves of 8 + 8 counters, in element order */
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    __m512i za = _mm512_setr_epi64((long long)base, (long long)(base + G), (long long)(base + 2 * G),
+                                   (long long)(base + 3 * G), (long long)(base + 4 * G), (long long)(base + 5 * G),
+                                   (long long)(base + 6 * G), (long long)(base + 7 * G));
+    __m512i zb = _mm512_add_epi64(za, _mm512_set1_epi64((long long)(8 * G)));
+    for (; i + 16 <= n; i += 16) {
+        __m512i a = za, b = zb;
+        a = _mm512_mullo_epi64(_mm512_xor_si512(a, _mm512_srli_epi64(a, 30)), c1);
+        b = _mm512_mullo_epi64(_mm512_xor_si512(b, _mm512_srli_epi64(b, 30)), c1);
+        a = _mm512_mullo_epi64(_mm512_xor_si512(a, _mm512_srli_epi64(a, 27)), c2);
+        b = _mm512_mullo_epi64(_mm512_xor_si512(b, _mm512_srli_epi64(b, 27)), c2);
+        a = _mm512_xor_si512(a, _mm512_srli_epi64(a, 31));
+        b = _mm512_xor_si512(b, _mm512_srli_epi64(b, 31));
+        _mm512_storeu_si512(r + i, _mm512_permutex2var_epi32(a, odd, b));
+        za = _mm512_add_epi64(za, step);
+        zb = _mm512_add_epi64(zb, step);
+    }
+#elif defined(HALF_AVX2)
+    /* a 64-bit product mod 2^64 from 32-bit halves: lo·lo + ((hi·lo + lo·hi) << 32) */
+#define HALF_MUL64(z, lo, hi) _mm256_add_epi64(_mm256_mul_epu32(z, lo), _mm256_slli_epi64(_mm256_add_epi64( \
+        _mm256_mul_epu32(_mm256_srli_epi64(z, 32), lo), _mm256_mul_epu32(z, hi)), 32))
+    const __m256i c1lo = _mm256_set1_epi64x(0x1CE4E5B9), c1hi = _mm256_set1_epi64x(0xBF58476D),
+                  c2lo = _mm256_set1_epi64x(0x133111EB), c2hi = _mm256_set1_epi64x(0x94D049BB),
+                  step = _mm256_set1_epi64x((long long)(8 * G));
+    /* counters of elements {0,1,4,5} and {2,3,6,7}: one shuffle of their top
+     * halves is then in element order */
+    __m256i za = _mm256_setr_epi64x((long long)base, (long long)(base + G), (long long)(base + 4 * G),
+                                    (long long)(base + 5 * G));
+    __m256i zb = _mm256_add_epi64(za, _mm256_set1_epi64x((long long)(2 * G)));
+    for (; i + 8 <= n; i += 8) {
+        __m256i a = za, b = zb;
+        a = _mm256_xor_si256(a, _mm256_srli_epi64(a, 30));
+        b = _mm256_xor_si256(b, _mm256_srli_epi64(b, 30));
+        a = HALF_MUL64(a, c1lo, c1hi);
+        b = HALF_MUL64(b, c1lo, c1hi);
+        a = _mm256_xor_si256(a, _mm256_srli_epi64(a, 27));
+        b = _mm256_xor_si256(b, _mm256_srli_epi64(b, 27));
+        a = HALF_MUL64(a, c2lo, c2hi);
+        b = HALF_MUL64(b, c2lo, c2hi);
+        a = _mm256_xor_si256(a, _mm256_srli_epi64(a, 31));
+        b = _mm256_xor_si256(b, _mm256_srli_epi64(b, 31));
+        __m256 top = _mm256_shuffle_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), _MM_SHUFFLE(3, 1, 3, 1));
+        _mm256_storeu_si256((__m256i *)(r + i), _mm256_castps_si256(top));
+        za = _mm256_add_epi64(za, step);
+        zb = _mm256_add_epi64(zb, step);
+    }
+#undef HALF_MUL64
+#endif
+    for (; i < n; i++) r[i] = (uint32_t)(optimc_mix64(base + i * G) >> 32);
+}
+
+/* ---- stochastic rounding: float32 -> 16 bits with r ---- */
+
+static void bf16_encode_sr(const float *restrict v, const uint32_t *restrict r, size_t n, uint16_t *restrict out)
+{
+    size_t i = 0;
+#if defined(HALF_AVX512)
+    const __m512i low16 = _mm512_set1_epi32(0xFFFF), one = _mm512_set1_epi32(1),
+                  abs_mask = _mm512_set1_epi32(0x7FFFFFFF), inf = _mm512_set1_epi32(0x7F800000),
+                  quiet = _mm512_set1_epi32(0x40);
+    for (; i + 16 <= n; i += 16) {
+        __m512i b = _mm512_castps_si512(_mm512_loadu_ps(v + i)), top = _mm512_srli_epi32(b, 16);
+        __m512i rr = _mm512_srli_epi32(_mm512_loadu_si512(r + i), 16);
+        __mmask16 up = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, low16), rr);
+        __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, abs_mask), inf);
+        __m512i q = _mm512_mask_add_epi32(top, up, top, one);
+        q = _mm512_mask_mov_epi32(q, nan, _mm512_or_si512(top, quiet));
+        _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtepi32_epi16(q));
+    }
+#elif defined(HALF_AVX2)
+    const __m256i low16 = _mm256_set1_epi32(0xFFFF), abs_mask = _mm256_set1_epi32(0x7FFFFFFF),
+                  inf = _mm256_set1_epi32(0x7F800000), quiet = _mm256_set1_epi32(0x40);
+    for (; i + 8 <= n; i += 8) {
+        __m256i b = _mm256_castps_si256(_mm256_loadu_ps(v + i)), top = _mm256_srli_epi32(b, 16);
+        __m256i rr = _mm256_srli_epi32(_mm256_loadu_si256((const __m256i *)(r + i)), 16);
+        /* both sides below 2^16: the signed compare is the unsigned one; true is -1 */
+        __m256i q = _mm256_sub_epi32(top, _mm256_cmpgt_epi32(_mm256_and_si256(b, low16), rr));
+        __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(b, abs_mask), inf);
+        q = _mm256_blendv_epi8(q, _mm256_or_si256(top, quiet), nan);
+        __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(q, q), 0x08);
+        _mm_storeu_si128((__m128i *)(out + i), _mm256_castsi256_si128(packed));
+    }
+#endif
+    for (; i < n; i++) out[i] = optimc_bf16_encode_stochastic(v[i], r[i]);
+}
+
+static void f16_encode_sr(const float *restrict v, const uint32_t *restrict r, size_t n, uint16_t *restrict out)
+{
+    size_t i = 0;
+    /* optimc_f16_truncate and optimc_f16_encode_stochastic, lane by lane:
+     * variable shifts by 32 or more give 0 as optimc_shr32/shl32 do */
+#if defined(HALF_AVX512)
+    const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF), sig = _mm512_set1_epi32(0x7FFFFF),
+                  hidden = _mm512_set1_epi32(0x800000), e126 = _mm512_set1_epi32(126),
+                  k32 = _mm512_set1_epi32(32), rebias = _mm512_set1_epi32(112 << 10),
+                  one = _mm512_set1_epi32(1), sign_bit = _mm512_set1_epi32(0x8000),
+                  inf16 = _mm512_set1_epi32(0x7C00), nan16 = _mm512_set1_epi32(0x7E00),
+                  pay = _mm512_set1_epi32(0x3FF), min_normal = _mm512_set1_epi32(0x38800000),
+                  big = _mm512_set1_epi32(0x47800000), inf = _mm512_set1_epi32(0x7F800000);
+    for (; i + 16 <= n; i += 16) {
+        __m512i b = _mm512_castps_si512(_mm512_loadu_ps(v + i)), a = _mm512_and_si512(b, abs_mask);
+        __m512i M = _mm512_or_si512(_mm512_and_si512(a, sig), hidden);
+        __m512i s = _mm512_sub_epi32(e126, _mm512_srli_epi32(a, 23));
+        __m512i sub_q = _mm512_srlv_epi32(M, s);
+        __m512i sub_frac = _mm512_or_si512(_mm512_sllv_epi32(M, _mm512_sub_epi32(k32, s)),
+                                           _mm512_srlv_epi32(M, _mm512_sub_epi32(s, k32)));
+        __mmask16 normal = _mm512_cmpge_epu32_mask(a, min_normal);
+        __m512i q = _mm512_mask_mov_epi32(sub_q, normal, _mm512_sub_epi32(_mm512_srli_epi32(a, 13), rebias));
+        __m512i frac = _mm512_mask_mov_epi32(sub_frac, normal, _mm512_slli_epi32(a, 19));
+        __mmask16 up = _mm512_cmpgt_epu32_mask(frac, _mm512_loadu_si512(r + i));
+        q = _mm512_mask_add_epi32(q, up, q, one);
+        q = _mm512_mask_mov_epi32(q, _mm512_cmpge_epu32_mask(a, big), inf16);
+        q = _mm512_mask_mov_epi32(q, _mm512_cmpgt_epu32_mask(a, inf),
+                                  _mm512_or_si512(nan16, _mm512_and_si512(_mm512_srli_epi32(a, 13), pay)));
+        q = _mm512_or_si512(q, _mm512_and_si512(_mm512_srli_epi32(b, 16), sign_bit));
+        _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtepi32_epi16(q));
+    }
+#elif defined(HALF_AVX2)
+    const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF), sig = _mm256_set1_epi32(0x7FFFFF),
+                  hidden = _mm256_set1_epi32(0x800000), e126 = _mm256_set1_epi32(126),
+                  k32 = _mm256_set1_epi32(32), rebias = _mm256_set1_epi32(112 << 10),
+                  sign_bit = _mm256_set1_epi32(0x8000), flip = _mm256_set1_epi32((int)0x80000000u),
+                  inf16 = _mm256_set1_epi32(0x7C00), nan16 = _mm256_set1_epi32(0x7E00),
+                  pay = _mm256_set1_epi32(0x3FF), below_normal = _mm256_set1_epi32(0x38800000 - 1),
+                  below_big = _mm256_set1_epi32(0x47800000 - 1), inf = _mm256_set1_epi32(0x7F800000);
+    for (; i + 8 <= n; i += 8) {
+        __m256i b = _mm256_castps_si256(_mm256_loadu_ps(v + i)), a = _mm256_and_si256(b, abs_mask);
+        __m256i M = _mm256_or_si256(_mm256_and_si256(a, sig), hidden);
+        __m256i s = _mm256_sub_epi32(e126, _mm256_srli_epi32(a, 23));
+        __m256i sub_q = _mm256_srlv_epi32(M, s);
+        __m256i sub_frac = _mm256_or_si256(_mm256_sllv_epi32(M, _mm256_sub_epi32(k32, s)),
+                                           _mm256_srlv_epi32(M, _mm256_sub_epi32(s, k32)));
+        /* a < 2^31: signed compares are the unsigned ones */
+        __m256i normal = _mm256_cmpgt_epi32(a, below_normal);
+        __m256i q = _mm256_blendv_epi8(sub_q, _mm256_sub_epi32(_mm256_srli_epi32(a, 13), rebias), normal);
+        __m256i frac = _mm256_blendv_epi8(sub_frac, _mm256_slli_epi32(a, 19), normal);
+        /* frac > r unsigned: both with the top bit flipped, compared signed; true is -1 */
+        __m256i up = _mm256_cmpgt_epi32(_mm256_xor_si256(frac, flip),
+                                        _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(r + i)), flip));
+        q = _mm256_sub_epi32(q, up);
+        q = _mm256_blendv_epi8(q, inf16, _mm256_cmpgt_epi32(a, below_big));
+        q = _mm256_blendv_epi8(q, _mm256_or_si256(nan16, _mm256_and_si256(_mm256_srli_epi32(a, 13), pay)),
+                               _mm256_cmpgt_epi32(a, inf));
+        q = _mm256_or_si256(q, _mm256_and_si256(_mm256_srli_epi32(b, 16), sign_bit));
+        __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(q, q), 0x08);
+        _mm_storeu_si128((__m128i *)(out + i), _mm256_castsi256_si128(packed));
+    }
+#endif
+    for (; i < n; i++) out[i] = optimc_f16_encode_stochastic(v[i], r[i]);
+}
+
+/* ---- per block ---- */
+
+static void halfparam_decode(int format, int f16c, const uint16_t *restrict h, size_t n, float *restrict out)
+{
+    if (format == OPTIMC_PARAM_BF16) bf16_decode_wide(h, n, out);
+#if defined(HALF_AVX512) || defined(HALF_AVX2)
+    else if (f16c) f16_decode_hw(h, n, out);
+#endif
+    else f16_decode_soft(h, n, out);
+    (void)f16c;
+}
+
+/* Elements [at, at + n) (n <= OPTIMC_QBLOCK) of a param from their float32
+ * values: to nearest even, or stochastically with the stream `step_key`. */
+static void halfparam_encode(int format, int stochastic, int f16c, uint64_t step_key, const float *restrict v,
+                             size_t at, size_t n, uint16_t *restrict out)
+{
+    if (stochastic) {
+        _Alignas(64) uint32_t r[OPTIMC_QBLOCK];
+        sr_bits_block(step_key, (uint64_t)at, n, r);
+        if (format == OPTIMC_PARAM_BF16) bf16_encode_sr(v, r, n, out);
+        else f16_encode_sr(v, r, n, out);
+    } else if (format == OPTIMC_PARAM_BF16) {
+        bf16_encode_wide(v, n, out);
+#if defined(HALF_AVX512) || defined(HALF_AVX2)
+    } else if (f16c) {
+        f16_encode_hw(v, n, out);
+#endif
+    } else {
+        f16_encode_soft(v, n, out);
+    }
+    (void)f16c;
 }
 
 static void halfparam_run(optimc_kernel_fn kernel, const optimc_tensor *x, size_t lo, size_t hi)
@@ -43,12 +321,14 @@ static void halfparam_run(optimc_kernel_fn kernel, const optimc_tensor *x, size_
     /* bytes per element of the stored state (8-bit block scales: per block) */
     size_t state_item = x->state_format == OPTIMC_STATE_BF16 ? 2 : x->state_format == OPTIMC_STATE_8BIT ? 1 : 4;
     uint16_t *stored = x->param;
+    int f16c = optimc_use_f16c(), stochastic = x->rounding == OPTIMC_ROUND_STOCHASTIC;
+    uint64_t step_key = stochastic ? optimc_sr_step_key(x->sr_key, x->step) : 0;
     for (size_t b = lo; b < hi; b += OPTIMC_QBLOCK) {
         size_t len = hi - b < OPTIMC_QBLOCK ? hi - b : OPTIMC_QBLOCK;
         float *p = x->master ? x->master + b : param;
-        if (!x->master) halfparam_decode(x->param_format, stored + b, len, param);
+        if (!x->master) halfparam_decode(x->param_format, f16c, stored + b, len, param);
         if (x->grad_half) {
-            halfparam_decode(x->param_format, (const uint16_t *)x->grad + b, len, grad);
+            halfparam_decode(x->param_format, f16c, (const uint16_t *)x->grad + b, len, grad);
             blk.grad = grad;
         } else {
             blk.grad = (const float *)x->grad + b;
@@ -61,7 +341,7 @@ static void halfparam_run(optimc_kernel_fn kernel, const optimc_tensor *x, size_
         }
         if (x->state_format != OPTIMC_STATE_NATIVE) lowprec_run_f32(kernel, &blk, 0, len);
         else kernel(&blk, 0, len);
-        halfparam_encode(x, p, b, len, stored + b);
+        halfparam_encode(x->param_format, stochastic, f16c, step_key, p, b, len, stored + b);
     }
 }
 
@@ -71,9 +351,10 @@ static void halfparam_run(optimc_kernel_fn kernel, const optimc_tensor *x, size_
 static void halfparam_grad_norm_acc(const optimc_tensor *x, double *acc)
 {
     _Alignas(64) float grad[OPTIMC_QBLOCK];
+    int f16c = optimc_use_f16c();
     for (size_t b = 0; b < x->n; b += OPTIMC_QBLOCK) {
         size_t len = x->n - b < OPTIMC_QBLOCK ? x->n - b : OPTIMC_QBLOCK;
-        halfparam_decode(x->param_format, (const uint16_t *)x->grad + b, len, grad);
+        halfparam_decode(x->param_format, f16c, (const uint16_t *)x->grad + b, len, grad);
         grad_norm_acc_f32(grad, 0, len, 2.0, acc);
     }
 }
@@ -87,3 +368,26 @@ static int halfparam_all_finite(const optimc_tensor *x)
         if ((g[i] & exp) == exp) return 0;
     return 1;
 }
+
+/* The conversions as a whole-array service (the module functions the tests
+ * use): decode, or encode to nearest (step_key unused) or stochastically. */
+static void halfparam_decode_array(int format, const uint16_t *h, size_t n, float *out)
+{
+    int f16c = optimc_use_f16c();
+    for (size_t b = 0; b < n; b += OPTIMC_QBLOCK)
+        halfparam_decode(format, f16c, h + b, n - b < OPTIMC_QBLOCK ? n - b : OPTIMC_QBLOCK, out + b);
+}
+
+static void halfparam_encode_array(int format, int stochastic, uint64_t step_key, const float *v, size_t n,
+                                   uint16_t *out)
+{
+    int f16c = optimc_use_f16c();
+    for (size_t b = 0; b < n; b += OPTIMC_QBLOCK)
+        halfparam_encode(format, stochastic, f16c, step_key, v + b, b, n - b < OPTIMC_QBLOCK ? n - b : OPTIMC_QBLOCK,
+                         out + b);
+}
+
+#undef HALF_AVX512
+#undef HALF_AVX2
+#undef bf16_decode_wide
+#undef bf16_encode_wide
