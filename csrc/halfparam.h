@@ -16,10 +16,11 @@
  *             many random bits; float16 subnormals against 32 random bits,
  *             exact down to 2^-32 of the smallest float16 step). NaN and
  *             ±Inf are rounded to nearest.
- *   The random bits of element i of a tensor at a step: SplitMix64's
- *             output number i of the stream whose key is a hash of (the
- *             optimizer's seed, the param's index, the step) — a function
- *             of those alone, never of a thread or a chunk.
+ *   The random bits of element i of a tensor at a step: half of SplitMix64's
+ *             output number i/2 + 1 (low half for even i, high for odd) of
+ *             the stream whose key is a hash of (the optimizer's seed, the
+ *             param's index, the step) — a function of those alone, never of
+ *             a thread or a chunk (chunks start at even elements).
  */
 #ifndef OPTIMC_HALFPARAM_H
 #define OPTIMC_HALFPARAM_H
@@ -127,10 +128,12 @@ static inline uint64_t optimc_sr_step_key(uint64_t param_key, int64_t step)
     return optimc_mix64(param_key ^ optimc_mix64((uint64_t)step * UINT64_C(0xD1B54A32D192ED03)));
 }
 
-/* 32 random bits for element i (SplitMix64's i-th output of the stream). */
+/* 32 random bits for element i: one half of SplitMix64's output number
+ * i/2 + 1 of the stream — the low half for even i, the high half for odd i
+ * (so a 64-bit output, read as two 32-bit words, is elements 2j and 2j+1). */
 static inline uint32_t optimc_sr_bits(uint64_t step_key, uint64_t i)
 {
-    return (uint32_t)(optimc_mix64(step_key + (i + 1) * OPTIMC_GOLDEN_GAMMA) >> 32);
+    return (uint32_t)(optimc_mix64(step_key + (i / 2 + 1) * OPTIMC_GOLDEN_GAMMA) >> (32 * (i & 1)));
 }
 
 static inline uint16_t optimc_bf16_encode_stochastic(float f, uint32_t r)

@@ -118,33 +118,26 @@ static void bf16_encode_wide(const float *restrict v, size_t n, uint16_t *restri
 
 /* ---- stochastic rounding: the generator ---- */
 
-/* r[k] = optimc_sr_bits(key, at + k) for k < n: SplitMix64's outputs number
- * at+1 .. at+n of the stream `key`, their top 32 bits. */
+/* r[k] = optimc_sr_bits(key, at + k) for k < n, at even: SplitMix64's outputs
+ * number at/2 + 1 onwards of the stream `key`, each giving two elements (its
+ * 64 bits, stored little-endian, are the two 32-bit words in element order). */
 static void sr_bits_block(uint64_t key, uint64_t at, size_t n, uint32_t *restrict r)
 {
     size_t i = 0;
-    const uint64_t G = OPTIMC_GOLDEN_GAMMA, base = key + (at + 1) * G;
+    const uint64_t G = OPTIMC_GOLDEN_GAMMA, base = key + (at / 2 + 1) * G;   /* the output of elements at, at+1 */
 #if defined(HALF_AVX512)
     const __m512i c1 = _mm512_set1_epi64((long long)UINT64_C(0xBF58476D1CE4E5B9)),
                   c2 = _mm512_set1_epi64((long long)UINT64_C(0x94D049BB133111EB)),
-                  step = _mm512_set1_epi64((long long)(16 * G));
-    /* the top halves of 8 + 8 counters, in element order */
-    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    __m512i za = _mm512_setr_epi64((long long)base, (long long)(base + G), (long long)(base + 2 * G),
+                  step = _mm512_set1_epi64((long long)(8 * G));
+    __m512i z0 = _mm512_setr_epi64((long long)base, (long long)(base + G), (long long)(base + 2 * G),
                                    (long long)(base + 3 * G), (long long)(base + 4 * G), (long long)(base + 5 * G),
                                    (long long)(base + 6 * G), (long long)(base + 7 * G));
-    __m512i zb = _mm512_add_epi64(za, _mm512_set1_epi64((long long)(8 * G)));
     for (; i + 16 <= n; i += 16) {
-        __m512i a = za, b = zb;
-        a = _mm512_mullo_epi64(_mm512_xor_si512(a, _mm512_srli_epi64(a, 30)), c1);
-        b = _mm512_mullo_epi64(_mm512_xor_si512(b, _mm512_srli_epi64(b, 30)), c1);
-        a = _mm512_mullo_epi64(_mm512_xor_si512(a, _mm512_srli_epi64(a, 27)), c2);
-        b = _mm512_mullo_epi64(_mm512_xor_si512(b, _mm512_srli_epi64(b, 27)), c2);
-        a = _mm512_xor_si512(a, _mm512_srli_epi64(a, 31));
-        b = _mm512_xor_si512(b, _mm512_srli_epi64(b, 31));
-        _mm512_storeu_si512(r + i, _mm512_permutex2var_epi32(a, odd, b));
-        za = _mm512_add_epi64(za, step);
-        zb = _mm512_add_epi64(zb, step);
+        __m512i z = z0;
+        z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)), c1);
+        z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), c2);
+        _mm512_storeu_si512(r + i, _mm512_xor_si512(z, _mm512_srli_epi64(z, 31)));
+        z0 = _mm512_add_epi64(z0, step);
     }
 #elif defined(HALF_AVX2)
     /* a 64-bit product mod 2^64 from 32-bit halves: lo·lo + ((hi·lo + lo·hi) << 32) */
@@ -152,32 +145,24 @@ static void sr_bits_block(uint64_t key, uint64_t at, size_t n, uint32_t *restric
         _mm256_mul_epu32(_mm256_srli_epi64(z, 32), lo), _mm256_mul_epu32(z, hi)), 32))
     const __m256i c1lo = _mm256_set1_epi64x(0x1CE4E5B9), c1hi = _mm256_set1_epi64x(0xBF58476D),
                   c2lo = _mm256_set1_epi64x(0x133111EB), c2hi = _mm256_set1_epi64x(0x94D049BB),
-                  step = _mm256_set1_epi64x((long long)(8 * G));
-    /* counters of elements {0,1,4,5} and {2,3,6,7}: one shuffle of their top
-     * halves is then in element order */
-    __m256i za = _mm256_setr_epi64x((long long)base, (long long)(base + G), (long long)(base + 4 * G),
-                                    (long long)(base + 5 * G));
-    __m256i zb = _mm256_add_epi64(za, _mm256_set1_epi64x((long long)(2 * G)));
+                  step = _mm256_set1_epi64x((long long)(4 * G));
+    __m256i z0 = _mm256_setr_epi64x((long long)base, (long long)(base + G), (long long)(base + 2 * G),
+                                    (long long)(base + 3 * G));
     for (; i + 8 <= n; i += 8) {
-        __m256i a = za, b = zb;
-        a = _mm256_xor_si256(a, _mm256_srli_epi64(a, 30));
-        b = _mm256_xor_si256(b, _mm256_srli_epi64(b, 30));
-        a = HALF_MUL64(a, c1lo, c1hi);
-        b = HALF_MUL64(b, c1lo, c1hi);
-        a = _mm256_xor_si256(a, _mm256_srli_epi64(a, 27));
-        b = _mm256_xor_si256(b, _mm256_srli_epi64(b, 27));
-        a = HALF_MUL64(a, c2lo, c2hi);
-        b = HALF_MUL64(b, c2lo, c2hi);
-        a = _mm256_xor_si256(a, _mm256_srli_epi64(a, 31));
-        b = _mm256_xor_si256(b, _mm256_srli_epi64(b, 31));
-        __m256 top = _mm256_shuffle_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), _MM_SHUFFLE(3, 1, 3, 1));
-        _mm256_storeu_si256((__m256i *)(r + i), _mm256_castps_si256(top));
-        za = _mm256_add_epi64(za, step);
-        zb = _mm256_add_epi64(zb, step);
+        __m256i z = z0;
+        z = HALF_MUL64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), c1lo, c1hi);
+        z = HALF_MUL64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), c2lo, c2hi);
+        _mm256_storeu_si256((__m256i *)(r + i), _mm256_xor_si256(z, _mm256_srli_epi64(z, 31)));
+        z0 = _mm256_add_epi64(z0, step);
     }
 #undef HALF_MUL64
 #endif
-    for (; i < n; i++) r[i] = (uint32_t)(optimc_mix64(base + i * G) >> 32);
+    for (; i + 2 <= n; i += 2) {   /* the portable loop: one output, two elements */
+        uint64_t z = optimc_mix64(base + (i / 2) * G);
+        r[i] = (uint32_t)z;
+        r[i + 1] = (uint32_t)(z >> 32);
+    }
+    if (i < n) r[i] = optimc_sr_bits(key, at + i);
 }
 
 /* ---- stochastic rounding: float32 -> 16 bits with r ---- */
@@ -185,6 +170,7 @@ static void sr_bits_block(uint64_t key, uint64_t at, size_t n, uint32_t *restric
 static void bf16_encode_sr(const float *restrict v, const uint32_t *restrict r, size_t n, uint16_t *restrict out)
 {
     size_t i = 0;
+    /* optimc_bf16_encode_stochastic lane by lane; NaN lanes (rare) fixed after */
 #if defined(HALF_AVX512)
     const __m512i low16 = _mm512_set1_epi32(0xFFFF), one = _mm512_set1_epi32(1),
                   abs_mask = _mm512_set1_epi32(0x7FFFFFFF), inf = _mm512_set1_epi32(0x7F800000),
@@ -193,9 +179,9 @@ static void bf16_encode_sr(const float *restrict v, const uint32_t *restrict r, 
         __m512i b = _mm512_castps_si512(_mm512_loadu_ps(v + i)), top = _mm512_srli_epi32(b, 16);
         __m512i rr = _mm512_srli_epi32(_mm512_loadu_si512(r + i), 16);
         __mmask16 up = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, low16), rr);
-        __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, abs_mask), inf);
         __m512i q = _mm512_mask_add_epi32(top, up, top, one);
-        q = _mm512_mask_mov_epi32(q, nan, _mm512_or_si512(top, quiet));
+        __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, abs_mask), inf);
+        if (nan) q = _mm512_mask_mov_epi32(q, nan, _mm512_or_si512(top, quiet));
         _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtepi32_epi16(q));
     }
 #elif defined(HALF_AVX2)
@@ -207,7 +193,7 @@ static void bf16_encode_sr(const float *restrict v, const uint32_t *restrict r, 
         /* both sides below 2^16: the signed compare is the unsigned one; true is -1 */
         __m256i q = _mm256_sub_epi32(top, _mm256_cmpgt_epi32(_mm256_and_si256(b, low16), rr));
         __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(b, abs_mask), inf);
-        q = _mm256_blendv_epi8(q, _mm256_or_si256(top, quiet), nan);
+        if (!_mm256_testz_si256(nan, nan)) q = _mm256_blendv_epi8(q, _mm256_or_si256(top, quiet), nan);
         __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(q, q), 0x08);
         _mm_storeu_si128((__m128i *)(out + i), _mm256_castsi256_si128(packed));
     }
@@ -218,8 +204,10 @@ static void bf16_encode_sr(const float *restrict v, const uint32_t *restrict r, 
 static void f16_encode_sr(const float *restrict v, const uint32_t *restrict r, size_t n, uint16_t *restrict out)
 {
     size_t i = 0;
-    /* optimc_f16_truncate and optimc_f16_encode_stochastic, lane by lane:
-     * variable shifts by 32 or more give 0 as optimc_shr32/shl32 do */
+    /* optimc_f16_truncate and optimc_f16_encode_stochastic lane by lane: the
+     * float16-normal case for all lanes, then (when a lane needs it: rare)
+     * the subnormal case, and >= 65536, Inf and NaN. Variable shifts by 32 or
+     * more give 0, as optimc_shr32/shl32 do. */
 #if defined(HALF_AVX512)
     const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF), sig = _mm512_set1_epi32(0x7FFFFF),
                   hidden = _mm512_set1_epi32(0x800000), e126 = _mm512_set1_epi32(126),
@@ -230,19 +218,23 @@ static void f16_encode_sr(const float *restrict v, const uint32_t *restrict r, s
                   big = _mm512_set1_epi32(0x47800000), inf = _mm512_set1_epi32(0x7F800000);
     for (; i + 16 <= n; i += 16) {
         __m512i b = _mm512_castps_si512(_mm512_loadu_ps(v + i)), a = _mm512_and_si512(b, abs_mask);
-        __m512i M = _mm512_or_si512(_mm512_and_si512(a, sig), hidden);
-        __m512i s = _mm512_sub_epi32(e126, _mm512_srli_epi32(a, 23));
-        __m512i sub_q = _mm512_srlv_epi32(M, s);
-        __m512i sub_frac = _mm512_or_si512(_mm512_sllv_epi32(M, _mm512_sub_epi32(k32, s)),
-                                           _mm512_srlv_epi32(M, _mm512_sub_epi32(s, k32)));
-        __mmask16 normal = _mm512_cmpge_epu32_mask(a, min_normal);
-        __m512i q = _mm512_mask_mov_epi32(sub_q, normal, _mm512_sub_epi32(_mm512_srli_epi32(a, 13), rebias));
-        __m512i frac = _mm512_mask_mov_epi32(sub_frac, normal, _mm512_slli_epi32(a, 19));
+        __m512i q = _mm512_sub_epi32(_mm512_srli_epi32(a, 13), rebias), frac = _mm512_slli_epi32(a, 19);
+        __mmask16 sub = _mm512_cmplt_epu32_mask(a, min_normal);
+        if (sub) {
+            __m512i M = _mm512_or_si512(_mm512_and_si512(a, sig), hidden);
+            __m512i s = _mm512_sub_epi32(e126, _mm512_srli_epi32(a, 23));
+            q = _mm512_mask_srlv_epi32(q, sub, M, s);
+            frac = _mm512_mask_mov_epi32(frac, sub, _mm512_or_si512(
+                _mm512_sllv_epi32(M, _mm512_sub_epi32(k32, s)), _mm512_srlv_epi32(M, _mm512_sub_epi32(s, k32))));
+        }
         __mmask16 up = _mm512_cmpgt_epu32_mask(frac, _mm512_loadu_si512(r + i));
         q = _mm512_mask_add_epi32(q, up, q, one);
-        q = _mm512_mask_mov_epi32(q, _mm512_cmpge_epu32_mask(a, big), inf16);
-        q = _mm512_mask_mov_epi32(q, _mm512_cmpgt_epu32_mask(a, inf),
-                                  _mm512_or_si512(nan16, _mm512_and_si512(_mm512_srli_epi32(a, 13), pay)));
+        __mmask16 large = _mm512_cmpge_epu32_mask(a, big);
+        if (large) {
+            q = _mm512_mask_mov_epi32(q, large, inf16);
+            q = _mm512_mask_mov_epi32(q, _mm512_cmpgt_epu32_mask(a, inf),
+                                      _mm512_or_si512(nan16, _mm512_and_si512(_mm512_srli_epi32(a, 13), pay)));
+        }
         q = _mm512_or_si512(q, _mm512_and_si512(_mm512_srli_epi32(b, 16), sign_bit));
         _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtepi32_epi16(q));
     }
@@ -252,26 +244,30 @@ static void f16_encode_sr(const float *restrict v, const uint32_t *restrict r, s
                   k32 = _mm256_set1_epi32(32), rebias = _mm256_set1_epi32(112 << 10),
                   sign_bit = _mm256_set1_epi32(0x8000), flip = _mm256_set1_epi32((int)0x80000000u),
                   inf16 = _mm256_set1_epi32(0x7C00), nan16 = _mm256_set1_epi32(0x7E00),
-                  pay = _mm256_set1_epi32(0x3FF), below_normal = _mm256_set1_epi32(0x38800000 - 1),
+                  pay = _mm256_set1_epi32(0x3FF), min_normal = _mm256_set1_epi32(0x38800000),
                   below_big = _mm256_set1_epi32(0x47800000 - 1), inf = _mm256_set1_epi32(0x7F800000);
     for (; i + 8 <= n; i += 8) {
         __m256i b = _mm256_castps_si256(_mm256_loadu_ps(v + i)), a = _mm256_and_si256(b, abs_mask);
-        __m256i M = _mm256_or_si256(_mm256_and_si256(a, sig), hidden);
-        __m256i s = _mm256_sub_epi32(e126, _mm256_srli_epi32(a, 23));
-        __m256i sub_q = _mm256_srlv_epi32(M, s);
-        __m256i sub_frac = _mm256_or_si256(_mm256_sllv_epi32(M, _mm256_sub_epi32(k32, s)),
-                                           _mm256_srlv_epi32(M, _mm256_sub_epi32(s, k32)));
+        __m256i q = _mm256_sub_epi32(_mm256_srli_epi32(a, 13), rebias), frac = _mm256_slli_epi32(a, 19);
         /* a < 2^31: signed compares are the unsigned ones */
-        __m256i normal = _mm256_cmpgt_epi32(a, below_normal);
-        __m256i q = _mm256_blendv_epi8(sub_q, _mm256_sub_epi32(_mm256_srli_epi32(a, 13), rebias), normal);
-        __m256i frac = _mm256_blendv_epi8(sub_frac, _mm256_slli_epi32(a, 19), normal);
+        __m256i sub = _mm256_cmpgt_epi32(min_normal, a);
+        if (!_mm256_testz_si256(sub, sub)) {
+            __m256i M = _mm256_or_si256(_mm256_and_si256(a, sig), hidden);
+            __m256i s = _mm256_sub_epi32(e126, _mm256_srli_epi32(a, 23));
+            q = _mm256_blendv_epi8(q, _mm256_srlv_epi32(M, s), sub);
+            frac = _mm256_blendv_epi8(frac, _mm256_or_si256(_mm256_sllv_epi32(M, _mm256_sub_epi32(k32, s)),
+                                                            _mm256_srlv_epi32(M, _mm256_sub_epi32(s, k32))), sub);
+        }
         /* frac > r unsigned: both with the top bit flipped, compared signed; true is -1 */
         __m256i up = _mm256_cmpgt_epi32(_mm256_xor_si256(frac, flip),
                                         _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(r + i)), flip));
         q = _mm256_sub_epi32(q, up);
-        q = _mm256_blendv_epi8(q, inf16, _mm256_cmpgt_epi32(a, below_big));
-        q = _mm256_blendv_epi8(q, _mm256_or_si256(nan16, _mm256_and_si256(_mm256_srli_epi32(a, 13), pay)),
-                               _mm256_cmpgt_epi32(a, inf));
+        __m256i large = _mm256_cmpgt_epi32(a, below_big);
+        if (!_mm256_testz_si256(large, large)) {
+            q = _mm256_blendv_epi8(q, inf16, large);
+            q = _mm256_blendv_epi8(q, _mm256_or_si256(nan16, _mm256_and_si256(_mm256_srli_epi32(a, 13), pay)),
+                                   _mm256_cmpgt_epi32(a, inf));
+        }
         q = _mm256_or_si256(q, _mm256_and_si256(_mm256_srli_epi32(b, 16), sign_bit));
         __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(q, q), 0x08);
         _mm_storeu_si128((__m128i *)(out + i), _mm256_castsi256_si128(packed));

@@ -187,12 +187,13 @@ def sr_step_key(seed, index, step):
 
 
 def sr_bits_reference(step_key, n):
-    """32 random bits of elements 0..n-1: the top half of SplitMix64's output
-    number i+1 of the stream step_key."""
-    i = np.arange(1, n + 1, dtype=np.uint64)
+    """32 random bits of elements 0..n-1: SplitMix64's output number j+1 of the
+    stream step_key gives elements 2j (its low half) and 2j+1 (its high half)."""
+    j = np.arange(1, (n + 1) // 2 + 1, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        z = np.uint64(step_key) + i * np.uint64(GAMMA)
-    return (mix64(z) >> np.uint64(32)).astype(np.uint32)
+        z = mix64(np.uint64(step_key) + j * np.uint64(GAMMA))
+    halves = np.stack([z & np.uint64(0xFFFFFFFF), z >> np.uint64(32)], axis=1).reshape(-1)
+    return halves[:n].astype(np.uint32)
 
 
 def sr_reference(x, r, fmt):
