@@ -12,15 +12,16 @@
  *             probability (|x| − lower)/(upper − lower), where lower and
  *             upper are the neighbouring representable magnitudes, and
  *             toward zero otherwise, so the rounded value's expectation is
- *             x. The comparison is exact (16 or 13 dropped bits against as
- *             many random bits; float16 subnormals against 32 random bits,
- *             exact down to 2^-32 of the smallest float16 step). NaN and
- *             ±Inf are rounded to nearest.
- *   The random bits of element i of a tensor at a step: half of SplitMix64's
- *             output number i/2 + 1 (low half for even i, high for odd) of
+ *             x. The dropped part, as a fraction of the step in 16-bit fixed
+ *             point, is compared with 16 random bits: exact for bfloat16 (16
+ *             dropped bits) and float16 normals (13); float16 subnormals are
+ *             truncated to 2^-16 of their step (2^-40), so values below 2^-40
+ *             always round toward zero. NaN and ±Inf are rounded to nearest.
+ *   The random bits of element i of a tensor at a step: bits 16·(i mod 4)
+ *             to 16·(i mod 4) + 15 of SplitMix64's output number i/4 + 1 of
  *             the stream whose key is a hash of (the optimizer's seed, the
  *             param's index, the step) — a function of those alone, never of
- *             a thread or a chunk (chunks start at even elements).
+ *             a thread or a chunk (chunks start at multiples of 4).
  */
 #ifndef OPTIMC_HALFPARAM_H
 #define OPTIMC_HALFPARAM_H
@@ -128,21 +129,22 @@ static inline uint64_t optimc_sr_step_key(uint64_t param_key, int64_t step)
     return optimc_mix64(param_key ^ optimc_mix64((uint64_t)step * UINT64_C(0xD1B54A32D192ED03)));
 }
 
-/* 32 random bits for element i: one half of SplitMix64's output number
- * i/2 + 1 of the stream — the low half for even i, the high half for odd i
- * (so a 64-bit output, read as two 32-bit words, is elements 2j and 2j+1). */
+/* 16 random bits for element i: a quarter of SplitMix64's output number
+ * i/4 + 1 (bits 16·(i mod 4) up: a 64-bit output, stored little-endian, is
+ * four 16-bit words in element order). */
 static inline uint32_t optimc_sr_bits(uint64_t step_key, uint64_t i)
 {
-    return (uint32_t)(optimc_mix64(step_key + (i / 2 + 1) * OPTIMC_GOLDEN_GAMMA) >> (32 * (i & 1)));
+    return (uint32_t)(optimc_mix64(step_key + (i / 4 + 1) * OPTIMC_GOLDEN_GAMMA) >> (16 * (i & 3))) & 0xFFFFu;
 }
 
+/* With r, 16 random bits: up when the dropped part exceeds r/2^16 of a step. */
 static inline uint16_t optimc_bf16_encode_stochastic(float f, uint32_t r)
 {
     uint32_t b = optimc_f32_bits(f);
-    /* the 16 dropped bits against 16 random ones: up with probability frac/2^16;
-     * adding 1 to the magnitude carries into the exponent where it must (±Inf
-     * drops nothing and stays); a NaN is rounded to nearest (quieted) */
-    uint32_t up = (b >> 16) + ((b & 0xFFFFu) > (r >> 16));
+    /* the 16 dropped bits against the 16 random ones: up with probability
+     * frac/2^16; adding 1 to the magnitude carries into the exponent where it
+     * must (±Inf drops nothing and stays); a NaN is rounded to nearest (quieted) */
+    uint32_t up = (b >> 16) + ((b & 0xFFFFu) > r);
     return (uint16_t)((b & 0x7FFFFFFFu) > 0x7F800000u ? (b >> 16) | 0x40u : up);
 }
 
@@ -150,7 +152,7 @@ static inline uint16_t optimc_f16_encode_stochastic(float f, uint32_t r)
 {
     uint32_t b = optimc_f32_bits(f), sign = (b >> 16) & 0x8000u, a = b & 0x7FFFFFFFu;
     uint32_t frac, q = optimc_f16_truncate(a, &frac);
-    q += frac > r;   /* may carry to 0x7C00 (Inf) from the largest finite */
+    q += (frac >> 16) > r;   /* may carry to 0x7C00 (Inf) from the largest finite */
     /* >= 65536 (and Inf): beyond every float16 step; NaN: as to nearest */
     uint32_t nan = 0x7E00u | ((a >> 13) & 0x3FFu);
     return (uint16_t)(sign | (a > 0x7F800000u ? nan : a >= 0x47800000u ? 0x7C00u : q));

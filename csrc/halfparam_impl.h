@@ -117,195 +117,188 @@ static void bf16_encode_wide(const float *restrict v, size_t n, uint16_t *restri
 #endif
 
 /* ---- stochastic rounding: the generator ----
- * optimc_sr_bits for elements at, at+1, ... (at even): SplitMix64's outputs
- * number at/2 + 1 onwards of the stream `key`, each giving two elements (its
- * 64 bits, stored little-endian, are the two 32-bit words in element order),
- * generated in registers next to the rounding that uses them. */
-#if defined(HALF_AVX512)
-typedef struct { __m512i z, step, c1, c2; } sr_gen;
+ * optimc_sr_bits for elements at, at+1, ... (at a multiple of 4): SplitMix64's
+ * outputs number at/4 + 1 onwards of the stream `key`, four elements each
+ * (a 64-bit output, stored little-endian, is four 16-bit words in element
+ * order), generated in registers next to the rounding that uses them, 16
+ * elements (four outputs in one 256-bit vector) at a time. */
+#if defined(HALF_AVX512) || defined(HALF_AVX2)
+typedef struct { __m256i z, step, c1, c2, c1hi, c2hi; } sr_gen;
 
 static inline sr_gen sr_gen_init(uint64_t key, uint64_t at)
 {
-    const uint64_t G = OPTIMC_GOLDEN_GAMMA, base = key + (at / 2 + 1) * G;
-    sr_gen g;
-    g.z = _mm512_add_epi64(_mm512_set1_epi64((long long)base),
-                           _mm512_setr_epi64(0, (long long)G, (long long)(2 * G), (long long)(3 * G),
-                                             (long long)(4 * G), (long long)(5 * G), (long long)(6 * G),
-                                             (long long)(7 * G)));
-    g.step = _mm512_set1_epi64((long long)(8 * G));
-    g.c1 = _mm512_set1_epi64((long long)UINT64_C(0xBF58476D1CE4E5B9));
-    g.c2 = _mm512_set1_epi64((long long)UINT64_C(0x94D049BB133111EB));
-    return g;
-}
-
-/* the 32 random bits of the next 16 elements */
-static inline __m512i sr_gen_next(sr_gen *g)
-{
-    __m512i z = g->z;
-    g->z = _mm512_add_epi64(z, g->step);
-    z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)), g->c1);
-    z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), g->c2);
-    return _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
-}
-#elif defined(HALF_AVX2)
-typedef struct { __m256i z, step, c1lo, c1hi, c2lo, c2hi; } sr_gen;
-
-static inline sr_gen sr_gen_init(uint64_t key, uint64_t at)
-{
-    const uint64_t G = OPTIMC_GOLDEN_GAMMA, base = key + (at / 2 + 1) * G;
+    const uint64_t G = OPTIMC_GOLDEN_GAMMA, base = key + (at / 4 + 1) * G;
+    const uint64_t C1 = UINT64_C(0xBF58476D1CE4E5B9), C2 = UINT64_C(0x94D049BB133111EB);
     sr_gen g;
     g.z = _mm256_add_epi64(_mm256_set1_epi64x((long long)base),
                            _mm256_setr_epi64x(0, (long long)G, (long long)(2 * G), (long long)(3 * G)));
     g.step = _mm256_set1_epi64x((long long)(4 * G));
-    g.c1lo = _mm256_set1_epi64x(0x1CE4E5B9);
-    g.c1hi = _mm256_set1_epi64x(0xBF58476D);
-    g.c2lo = _mm256_set1_epi64x(0x133111EB);
-    g.c2hi = _mm256_set1_epi64x(0x94D049BB);
+    g.c1 = _mm256_set1_epi64x((long long)C1);   /* avx2: only the low halves are used */
+    g.c2 = _mm256_set1_epi64x((long long)C2);
+    g.c1hi = _mm256_set1_epi64x((long long)(C1 >> 32));
+    g.c2hi = _mm256_set1_epi64x((long long)(C2 >> 32));
     return g;
 }
 
-/* z·c mod 2^64 from 32-bit halves: lo·lo + ((hi·lo + lo·hi) << 32) */
-static inline __m256i sr_mul64(__m256i z, __m256i lo, __m256i hi)
+/* z·c mod 2^64: vpmullq at avx512; at avx2 from 32-bit halves,
+ * lo·lo + ((hi·lo + lo·hi) << 32) */
+static inline __m256i sr_mul64(__m256i z, __m256i c, __m256i c_hi)
 {
-    __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(z, 32), lo), _mm256_mul_epu32(z, hi));
-    return _mm256_add_epi64(_mm256_mul_epu32(z, lo), _mm256_slli_epi64(cross, 32));
+#if defined(HALF_AVX512)
+    (void)c_hi;
+    return _mm256_mullo_epi64(z, c);
+#else
+    __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(z, 32), c), _mm256_mul_epu32(z, c_hi));
+    return _mm256_add_epi64(_mm256_mul_epu32(z, c), _mm256_slli_epi64(cross, 32));
+#endif
 }
 
-/* the 32 random bits of the next 8 elements */
+/* the 16 random bits of the next 16 elements, as 16 16-bit words */
 static inline __m256i sr_gen_next(sr_gen *g)
 {
     __m256i z = g->z;
     g->z = _mm256_add_epi64(z, g->step);
-    z = sr_mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), g->c1lo, g->c1hi);
-    z = sr_mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), g->c2lo, g->c2hi);
+    z = sr_mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), g->c1, g->c1hi);
+    z = sr_mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), g->c2, g->c2hi);
     return _mm256_xor_si256(z, _mm256_srli_epi64(z, 31));
 }
 #endif
 
-/* ---- stochastic rounding: float32 -> 16 bits ----
- * Elements [at, at + n) of a param (at even) from their float32 values v. */
-
-static void bf16_round_sr(const float *restrict v, size_t n, uint64_t key, uint64_t at, uint16_t *restrict out)
-{
-    size_t i = 0;
-    /* optimc_bf16_encode_stochastic lane by lane; NaN lanes (rare) fixed after */
+/* ---- stochastic rounding: float32 -> 16 bits, lane by lane ----
+ * optimc_bf16_encode_stochastic and optimc_f16_encode_stochastic with r, one
+ * 16-bit random number per 32-bit lane. The rare lanes (NaN; float16: below
+ * 2^-14, from 65536 up, Inf, NaN) are fixed where a vector has any. Variable
+ * shifts by 32 or more give 0, as optimc_shr32/shl32 do. */
 #if defined(HALF_AVX512)
-    const __m512i low16 = _mm512_set1_epi32(0xFFFF), one = _mm512_set1_epi32(1),
-                  abs_mask = _mm512_set1_epi32(0x7FFFFFFF), inf = _mm512_set1_epi32(0x7F800000),
-                  quiet = _mm512_set1_epi32(0x40);
-    sr_gen g = sr_gen_init(key, at);
-    for (; i + 16 <= n; i += 16) {
-        __m512i b = _mm512_castps_si512(_mm512_loadu_ps(v + i)), top = _mm512_srli_epi32(b, 16);
-        __m512i rr = _mm512_srli_epi32(sr_gen_next(&g), 16);
-        __mmask16 up = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, low16), rr);
-        __m512i q = _mm512_mask_add_epi32(top, up, top, one);
-        __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, abs_mask), inf);
-        if (nan) q = _mm512_mask_mov_epi32(q, nan, _mm512_or_si512(top, quiet));
-        _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtepi32_epi16(q));
-    }
-#elif defined(HALF_AVX2)
-    const __m256i low16 = _mm256_set1_epi32(0xFFFF), abs_mask = _mm256_set1_epi32(0x7FFFFFFF),
-                  inf = _mm256_set1_epi32(0x7F800000), quiet = _mm256_set1_epi32(0x40);
-    sr_gen g = sr_gen_init(key, at);
-    for (; i + 8 <= n; i += 8) {
-        __m256i b = _mm256_castps_si256(_mm256_loadu_ps(v + i)), top = _mm256_srli_epi32(b, 16);
-        __m256i rr = _mm256_srli_epi32(sr_gen_next(&g), 16);
-        /* both sides below 2^16: the signed compare is the unsigned one; true is -1 */
-        __m256i q = _mm256_sub_epi32(top, _mm256_cmpgt_epi32(_mm256_and_si256(b, low16), rr));
-        __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(b, abs_mask), inf);
-        if (!_mm256_testz_si256(nan, nan)) q = _mm256_blendv_epi8(q, _mm256_or_si256(top, quiet), nan);
-        __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(q, q), 0x08);
-        _mm_storeu_si128((__m128i *)(out + i), _mm256_castsi256_si128(packed));
-    }
-#endif
-    const uint64_t base = key + (at / 2 + 1) * OPTIMC_GOLDEN_GAMMA;
-    for (; i + 2 <= n; i += 2) {   /* the portable loop: one output, two elements */
-        uint64_t z = optimc_mix64(base + (i / 2) * OPTIMC_GOLDEN_GAMMA);
-        out[i] = optimc_bf16_encode_stochastic(v[i], (uint32_t)z);
-        out[i + 1] = optimc_bf16_encode_stochastic(v[i + 1], (uint32_t)(z >> 32));
-    }
-    if (i < n) out[i] = optimc_bf16_encode_stochastic(v[i], optimc_sr_bits(key, at + i));
+static inline __m256i bf16_sr16(__m512i b, __m512i r)
+{
+    const __m512i low16 = _mm512_set1_epi32(0xFFFF), one = _mm512_set1_epi32(1);
+    __m512i top = _mm512_srli_epi32(b, 16);
+    __m512i q = _mm512_mask_add_epi32(top, _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, low16), r), top, one);
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, _mm512_set1_epi32(0x7FFFFFFF)),
+                                            _mm512_set1_epi32(0x7F800000));
+    if (nan) q = _mm512_mask_mov_epi32(q, nan, _mm512_or_si512(top, _mm512_set1_epi32(0x40)));
+    return _mm512_cvtepi32_epi16(q);
 }
 
-static void f16_round_sr(const float *restrict v, size_t n, uint64_t key, uint64_t at, uint16_t *restrict out)
+static inline __m256i f16_sr16(__m512i b, __m512i r)
+{
+    const __m512i min_normal = _mm512_set1_epi32(0x38800000);
+    __m512i a = _mm512_and_si512(b, _mm512_set1_epi32(0x7FFFFFFF));
+    /* a float16 normal: 13 bits dropped; in 16-bit fixed point, (a & 0x1FFF) << 3 */
+    __m512i q = _mm512_sub_epi32(_mm512_srli_epi32(a, 13), _mm512_set1_epi32(112 << 10));
+    __m512i frac = _mm512_and_si512(_mm512_slli_epi32(a, 3), _mm512_set1_epi32(0xFFF8));
+    /* one unsigned compare finds the lanes outside [2^-14, 65536) */
+    __mmask16 rare = _mm512_cmpge_epu32_mask(_mm512_sub_epi32(a, min_normal),
+                                             _mm512_set1_epi32(0x47800000 - 0x38800000));
+    __mmask16 large = 0;
+    if (rare) {
+        __mmask16 sub = _mm512_cmplt_epu32_mask(a, min_normal);
+        large = rare & (__mmask16)~sub;
+        const __m512i k32 = _mm512_set1_epi32(32);
+        __m512i M = _mm512_or_si512(_mm512_and_si512(a, _mm512_set1_epi32(0x7FFFFF)), _mm512_set1_epi32(0x800000));
+        __m512i s = _mm512_sub_epi32(_mm512_set1_epi32(126), _mm512_srli_epi32(a, 23));
+        q = _mm512_mask_srlv_epi32(q, sub, M, s);
+        __m512i frac32 = _mm512_or_si512(_mm512_sllv_epi32(M, _mm512_sub_epi32(k32, s)),
+                                         _mm512_srlv_epi32(M, _mm512_sub_epi32(s, k32)));
+        frac = _mm512_mask_srli_epi32(frac, sub, frac32, 16);
+    }
+    q = _mm512_mask_add_epi32(q, _mm512_cmpgt_epu32_mask(frac, r), q, _mm512_set1_epi32(1));
+    if (large) {
+        q = _mm512_mask_mov_epi32(q, large, _mm512_set1_epi32(0x7C00));
+        q = _mm512_mask_mov_epi32(q, _mm512_cmpgt_epu32_mask(a, _mm512_set1_epi32(0x7F800000)),
+                                  _mm512_or_si512(_mm512_set1_epi32(0x7E00),
+                                                  _mm512_and_si512(_mm512_srli_epi32(a, 13), _mm512_set1_epi32(0x3FF))));
+    }
+    /* q | (b >> 16 & 0x8000): the sign */
+    q = _mm512_ternarylogic_epi32(q, _mm512_srli_epi32(b, 16), _mm512_set1_epi32(0x8000), 0xF8);
+    return _mm512_cvtepi32_epi16(q);
+}
+#elif defined(HALF_AVX2)
+/* 8 lanes of 32 bits (each below 2^16) -> 8 words */
+static inline __m128i pack8(__m256i q)
+{
+    return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(q, q), 0x08));
+}
+
+static inline __m128i bf16_sr8(__m256i b, __m256i r)
+{
+    __m256i top = _mm256_srli_epi32(b, 16);
+    /* both sides below 2^16: the signed compare is the unsigned one; true is -1 */
+    __m256i q = _mm256_sub_epi32(top, _mm256_cmpgt_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0xFFFF)), r));
+    __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x7FFFFFFF)), _mm256_set1_epi32(0x7F800000));
+    if (!_mm256_testz_si256(nan, nan)) q = _mm256_blendv_epi8(q, _mm256_or_si256(top, _mm256_set1_epi32(0x40)), nan);
+    return pack8(q);
+}
+
+static inline __m128i f16_sr8(__m256i b, __m256i r)
+{
+    const __m256i min_normal = _mm256_set1_epi32(0x38800000);
+    __m256i a = _mm256_and_si256(b, _mm256_set1_epi32(0x7FFFFFFF));
+    __m256i q = _mm256_sub_epi32(_mm256_srli_epi32(a, 13), _mm256_set1_epi32(112 << 10));
+    __m256i frac = _mm256_and_si256(_mm256_slli_epi32(a, 3), _mm256_set1_epi32(0xFFF8));
+    /* a < 2^31: signed compares are the unsigned ones */
+    __m256i sub = _mm256_cmpgt_epi32(min_normal, a), large = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x47800000 - 1));
+    __m256i rare = _mm256_or_si256(sub, large);
+    int any_rare = !_mm256_testz_si256(rare, rare);
+    if (any_rare) {
+        const __m256i k32 = _mm256_set1_epi32(32);
+        __m256i M = _mm256_or_si256(_mm256_and_si256(a, _mm256_set1_epi32(0x7FFFFF)), _mm256_set1_epi32(0x800000));
+        __m256i s = _mm256_sub_epi32(_mm256_set1_epi32(126), _mm256_srli_epi32(a, 23));
+        q = _mm256_blendv_epi8(q, _mm256_srlv_epi32(M, s), sub);
+        __m256i frac32 = _mm256_or_si256(_mm256_sllv_epi32(M, _mm256_sub_epi32(k32, s)),
+                                         _mm256_srlv_epi32(M, _mm256_sub_epi32(s, k32)));
+        frac = _mm256_blendv_epi8(frac, _mm256_srli_epi32(frac32, 16), sub);
+    }
+    q = _mm256_sub_epi32(q, _mm256_cmpgt_epi32(frac, r));   /* both below 2^16 */
+    if (any_rare) {
+        q = _mm256_blendv_epi8(q, _mm256_set1_epi32(0x7C00), large);
+        q = _mm256_blendv_epi8(q, _mm256_or_si256(_mm256_set1_epi32(0x7E00), _mm256_and_si256(
+                                      _mm256_srli_epi32(a, 13), _mm256_set1_epi32(0x3FF))),
+                               _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7F800000)));
+    }
+    q = _mm256_or_si256(q, _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(0x8000)));
+    return pack8(q);
+}
+#endif
+
+/* Elements [at, at + n) of a param (at a multiple of 4) from their float32
+ * values v, rounded stochastically with the stream `key`; bf16 is a constant
+ * at each call (half_round_sr), so each format gets its own loop. */
+static inline __attribute__((always_inline))
+void half_round_sr_loop(int bf16, const float *restrict v, size_t n, uint64_t key, uint64_t at, uint16_t *restrict out)
 {
     size_t i = 0;
-    /* optimc_f16_truncate and optimc_f16_encode_stochastic lane by lane: the
-     * float16-normal case for all lanes, then (when a lane needs it: rare)
-     * the subnormal case, and >= 65536, Inf and NaN. Variable shifts by 32 or
-     * more give 0, as optimc_shr32/shl32 do. */
-#if defined(HALF_AVX512)
-    const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF), rebias = _mm512_set1_epi32(112 << 10),
-                  one = _mm512_set1_epi32(1), sign_bit = _mm512_set1_epi32(0x8000),
-                  min_normal = _mm512_set1_epi32(0x38800000), normal_span = _mm512_set1_epi32(0x47800000 - 0x38800000);
+#if defined(HALF_AVX512) || defined(HALF_AVX2)
     sr_gen g = sr_gen_init(key, at);
     for (; i + 16 <= n; i += 16) {
-        __m512i b = _mm512_castps_si512(_mm512_loadu_ps(v + i)), a = _mm512_and_si512(b, abs_mask);
-        __m512i q = _mm512_sub_epi32(_mm512_srli_epi32(a, 13), rebias), frac = _mm512_slli_epi32(a, 19);
-        /* one unsigned compare finds the lanes outside [2^-14, 65536) */
-        __mmask16 rare = _mm512_cmpge_epu32_mask(_mm512_sub_epi32(a, min_normal), normal_span);
-        __mmask16 sub = 0, large = 0;
-        if (rare) {
-            sub = _mm512_cmplt_epu32_mask(a, min_normal);
-            large = rare & ~sub;
-            const __m512i k32 = _mm512_set1_epi32(32);
-            __m512i M = _mm512_or_si512(_mm512_and_si512(a, _mm512_set1_epi32(0x7FFFFF)), _mm512_set1_epi32(0x800000));
-            __m512i s = _mm512_sub_epi32(_mm512_set1_epi32(126), _mm512_srli_epi32(a, 23));
-            q = _mm512_mask_srlv_epi32(q, sub, M, s);
-            frac = _mm512_mask_mov_epi32(frac, sub, _mm512_or_si512(
-                _mm512_sllv_epi32(M, _mm512_sub_epi32(k32, s)), _mm512_srlv_epi32(M, _mm512_sub_epi32(s, k32))));
-        }
-        __mmask16 up = _mm512_cmpgt_epu32_mask(frac, sr_gen_next(&g));
-        q = _mm512_mask_add_epi32(q, up, q, one);
-        if (large) {
-            q = _mm512_mask_mov_epi32(q, large, _mm512_set1_epi32(0x7C00));
-            q = _mm512_mask_mov_epi32(q, _mm512_cmpgt_epu32_mask(a, _mm512_set1_epi32(0x7F800000)),
-                                      _mm512_or_si512(_mm512_set1_epi32(0x7E00), _mm512_and_si512(
-                                          _mm512_srli_epi32(a, 13), _mm512_set1_epi32(0x3FF))));
-        }
-        q = _mm512_ternarylogic_epi32(q, _mm512_srli_epi32(b, 16), sign_bit, 0xF8);   /* q | (b>>16 & 0x8000) */
-        _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtepi32_epi16(q));
-    }
-#elif defined(HALF_AVX2)
-    const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF), rebias = _mm256_set1_epi32(112 << 10),
-                  sign_bit = _mm256_set1_epi32(0x8000), flip = _mm256_set1_epi32((int)0x80000000u),
-                  min_normal = _mm256_set1_epi32(0x38800000), below_big = _mm256_set1_epi32(0x47800000 - 1);
-    sr_gen g = sr_gen_init(key, at);
-    for (; i + 8 <= n; i += 8) {
-        __m256i b = _mm256_castps_si256(_mm256_loadu_ps(v + i)), a = _mm256_and_si256(b, abs_mask);
-        __m256i q = _mm256_sub_epi32(_mm256_srli_epi32(a, 13), rebias), frac = _mm256_slli_epi32(a, 19);
-        /* a < 2^31: signed compares are the unsigned ones */
-        __m256i sub = _mm256_cmpgt_epi32(min_normal, a);
-        if (!_mm256_testz_si256(sub, sub)) {
-            const __m256i k32 = _mm256_set1_epi32(32);
-            __m256i M = _mm256_or_si256(_mm256_and_si256(a, _mm256_set1_epi32(0x7FFFFF)), _mm256_set1_epi32(0x800000));
-            __m256i s = _mm256_sub_epi32(_mm256_set1_epi32(126), _mm256_srli_epi32(a, 23));
-            q = _mm256_blendv_epi8(q, _mm256_srlv_epi32(M, s), sub);
-            frac = _mm256_blendv_epi8(frac, _mm256_or_si256(_mm256_sllv_epi32(M, _mm256_sub_epi32(k32, s)),
-                                                            _mm256_srlv_epi32(M, _mm256_sub_epi32(s, k32))), sub);
-        }
-        /* frac > r unsigned: both with the top bit flipped, compared signed; true is -1 */
-        __m256i up = _mm256_cmpgt_epi32(_mm256_xor_si256(frac, flip), _mm256_xor_si256(sr_gen_next(&g), flip));
-        q = _mm256_sub_epi32(q, up);
-        __m256i large = _mm256_cmpgt_epi32(a, below_big);
-        if (!_mm256_testz_si256(large, large)) {
-            q = _mm256_blendv_epi8(q, _mm256_set1_epi32(0x7C00), large);
-            q = _mm256_blendv_epi8(q, _mm256_or_si256(_mm256_set1_epi32(0x7E00), _mm256_and_si256(
-                                          _mm256_srli_epi32(a, 13), _mm256_set1_epi32(0x3FF))),
-                                   _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7F800000)));
-        }
-        q = _mm256_or_si256(q, _mm256_and_si256(_mm256_srli_epi32(b, 16), sign_bit));
-        __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(q, q), 0x08);
-        _mm_storeu_si128((__m128i *)(out + i), _mm256_castsi256_si128(packed));
+        __m256i r = sr_gen_next(&g);
+#if defined(HALF_AVX512)
+        __m512i b = _mm512_castps_si512(_mm512_loadu_ps(v + i)), r32 = _mm512_cvtepu16_epi32(r);
+        _mm256_storeu_si256((__m256i *)(out + i), bf16 ? bf16_sr16(b, r32) : f16_sr16(b, r32));
+#else
+        __m256i b0 = _mm256_castps_si256(_mm256_loadu_ps(v + i)), b1 = _mm256_castps_si256(_mm256_loadu_ps(v + i + 8));
+        __m256i r0 = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(r)), r1 = _mm256_cvtepu16_epi32(_mm256_extracti128_si256(r, 1));
+        _mm_storeu_si128((__m128i *)(out + i), bf16 ? bf16_sr8(b0, r0) : f16_sr8(b0, r0));
+        _mm_storeu_si128((__m128i *)(out + i + 8), bf16 ? bf16_sr8(b1, r1) : f16_sr8(b1, r1));
+#endif
     }
 #endif
-    const uint64_t base = key + (at / 2 + 1) * OPTIMC_GOLDEN_GAMMA;
-    for (; i + 2 <= n; i += 2) {   /* the portable loop: one output, two elements */
-        uint64_t z = optimc_mix64(base + (i / 2) * OPTIMC_GOLDEN_GAMMA);
-        out[i] = optimc_f16_encode_stochastic(v[i], (uint32_t)z);
-        out[i + 1] = optimc_f16_encode_stochastic(v[i + 1], (uint32_t)(z >> 32));
+    const uint64_t base = key + (at / 4 + 1) * OPTIMC_GOLDEN_GAMMA;
+    for (; i < n; i += 4) {   /* the portable loop: one output, four elements */
+        uint64_t z = optimc_mix64(base + (i / 4) * OPTIMC_GOLDEN_GAMMA);
+        for (size_t k = 0; k < 4 && i + k < n; k++) {
+            uint32_t r = (uint32_t)(z >> (16 * k)) & 0xFFFFu;
+            out[i + k] = bf16 ? optimc_bf16_encode_stochastic(v[i + k], r) : optimc_f16_encode_stochastic(v[i + k], r);
+        }
     }
-    if (i < n) out[i] = optimc_f16_encode_stochastic(v[i], optimc_sr_bits(key, at + i));
+}
+
+static void half_round_sr(int format, const float *restrict v, size_t n, uint64_t key, uint64_t at,
+                          uint16_t *restrict out)
+{
+    if (format == OPTIMC_PARAM_BF16) half_round_sr_loop(1, v, n, key, at, out);
+    else half_round_sr_loop(0, v, n, key, at, out);
 }
 
 /* ---- per block ---- */
@@ -320,14 +313,13 @@ static void halfparam_decode(int format, int f16c, const uint16_t *restrict h, s
     (void)f16c;
 }
 
-/* Elements [at, at + n) of a param (at even: a block edge) from their float32
+/* Elements [at, at + n) of a param (at a block edge) from their float32
  * values: to nearest even, or stochastically with the stream `step_key`. */
 static void halfparam_encode(int format, int stochastic, int f16c, uint64_t step_key, const float *restrict v,
                              size_t at, size_t n, uint16_t *restrict out)
 {
     if (stochastic) {
-        if (format == OPTIMC_PARAM_BF16) bf16_round_sr(v, n, step_key, (uint64_t)at, out);
-        else f16_round_sr(v, n, step_key, (uint64_t)at, out);
+        half_round_sr(format, v, n, step_key, (uint64_t)at, out);
     } else if (format == OPTIMC_PARAM_BF16) {
         bf16_encode_wide(v, n, out);
 #if defined(HALF_AVX512) || defined(HALF_AVX2)

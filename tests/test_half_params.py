@@ -187,18 +187,18 @@ def sr_step_key(seed, index, step):
 
 
 def sr_bits_reference(step_key, n):
-    """32 random bits of elements 0..n-1: SplitMix64's output number j+1 of the
-    stream step_key gives elements 2j (its low half) and 2j+1 (its high half)."""
-    j = np.arange(1, (n + 1) // 2 + 1, dtype=np.uint64)
+    """16 random bits of elements 0..n-1: SplitMix64's output number j+1 of the
+    stream step_key gives elements 4j..4j+3, its bits 0-15, 16-31, 32-47, 48-63."""
+    j = np.arange(1, (n + 3) // 4 + 1, dtype=np.uint64)
     with np.errstate(over="ignore"):
         z = mix64(np.uint64(step_key) + j * np.uint64(GAMMA))
-    halves = np.stack([z & np.uint64(0xFFFFFFFF), z >> np.uint64(32)], axis=1).reshape(-1)
-    return halves[:n].astype(np.uint32)
+    words = np.stack([(z >> np.uint64(16 * k)) & np.uint64(0xFFFF) for k in range(4)], axis=1).reshape(-1)
+    return words[:n].astype(np.uint32)
 
 
 def sr_reference(x, r, fmt):
-    """Stochastic rounding of float32 x with 32-bit random numbers r, computed
-    in float64: away from zero when the dropped fraction of a step, in 32-bit
+    """Stochastic rounding of float32 x with 16-bit random numbers r, computed
+    in float64: away from zero when the dropped fraction of a step, in 16-bit
     fixed point (truncated), exceeds r; NaN rounds to nearest."""
     x = np.asarray(x, np.float32)
     x64 = np.abs(x.astype(np.float64))
@@ -211,9 +211,9 @@ def sr_reference(x, r, fmt):
         e = np.frexp(np.where(finite & (x64 > 0), x64, 1.0))[1]
         step = 2.0 ** (e - mant_bits)
         step = np.maximum(step, 2.0 ** (-24 if fmt == "float16" else -133))   # the subnormal step
-        frac32 = np.floor((x64 - low.astype(np.float64)) / step * 2.0 ** 32)
+        frac16 = np.floor((x64 - low.astype(np.float64)) / step * 2.0 ** 16)
         away = np.nextafter(low, dt(np.inf))
-        mag = np.where(finite & (frac32 > r.astype(np.float64)), away, low).astype(dt)
+        mag = np.where(finite & (frac16 > r.astype(np.float64)), away, low).astype(dt)
         if fmt == "float16":
             mag = np.where(x64 >= 65536, dt(np.inf), mag).astype(dt)
         mag = np.where(np.isinf(x), dt(np.inf), mag).astype(dt)
