@@ -58,10 +58,12 @@ static inline float optimc_f16_decode(uint16_t h)
     /* normal: the exponent rebased from 15 to 127 */
     uint32_t normal = (a << 13) + (112u << 23);
     /* Inf and NaN: the exponent all ones; NaN quieted */
-    uint32_t special = (a << 13) | 0x7F800000u | (a > 0x7C00u ? 0x400000u : 0u);
+    uint32_t special = (a << 13) | 0x7F800000u | (0x400000u & (0u - (uint32_t)(a > 0x7C00u)));
     /* subnormal m·2^-24: 2^-14·(1 + m/1024) − 2^-14, both exact in float32 */
     uint32_t sub = optimc_f32_bits(optimc_f32_from_bits((a << 13) + (113u << 23)) - 0x1p-14f);
-    uint32_t mag = a < 0x0400u ? sub : a < 0x7C00u ? normal : special;
+    /* selected with masks (every side computed: a loop of this vectorizes) */
+    uint32_t is_sub = 0u - (uint32_t)(a < 0x0400u), is_special = 0u - (uint32_t)(a >= 0x7C00u);
+    uint32_t mag = (sub & is_sub) | (special & is_special) | (normal & ~(is_sub | is_special));
     return optimc_f32_from_bits(sign | mag);
 }
 
@@ -79,7 +81,11 @@ static inline uint16_t optimc_f16_encode(float f)
      * flush-to-zero modes cannot change it) */
     uint32_t sub = optimc_f32_bits(optimc_f32_from_bits(a) + 0.5f) - 0x3F000000u;
     uint32_t nan = 0x7E00u | ((a >> 13) & 0x3FFu);
-    uint32_t q = a < 0x38800000u ? sub : a < 0x477FF000u ? normal : a <= 0x7F800000u ? 0x7C00u : nan;
+    /* selected with masks (every side computed: a loop of this vectorizes):
+     * below 2^-14, up to the largest half-way point 65520, to Inf, NaN */
+    uint32_t is_sub = 0u - (uint32_t)(a < 0x38800000u), is_big = 0u - (uint32_t)(a >= 0x477FF000u),
+             is_nan = 0u - (uint32_t)(a > 0x7F800000u);
+    uint32_t q = (sub & is_sub) | (normal & ~(is_sub | is_big)) | (0x7C00u & is_big & ~is_nan) | (nan & is_nan);
     return (uint16_t)(sign | q);
 }
 
