@@ -215,23 +215,23 @@ static inline __m256i f16_sr16(__m512i b, __m512i r)
     return _mm512_cvtepi32_epi16(q);
 }
 #elif defined(HALF_AVX2)
-/* 8 lanes of 32 bits (each below 2^16) -> 8 words */
-static inline __m128i pack8(__m256i q)
+/* 8 + 8 lanes of 32 bits (each below 2^16) -> 16 words in order */
+static inline __m256i pack16(__m256i q0, __m256i q1)
 {
-    return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(q, q), 0x08));
+    return _mm256_permute4x64_epi64(_mm256_packus_epi32(q0, q1), 0xD8);
 }
 
-static inline __m128i bf16_sr8(__m256i b, __m256i r)
+static inline __m256i bf16_sr8(__m256i b, __m256i r)
 {
     __m256i top = _mm256_srli_epi32(b, 16);
     /* both sides below 2^16: the signed compare is the unsigned one; true is -1 */
     __m256i q = _mm256_sub_epi32(top, _mm256_cmpgt_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0xFFFF)), r));
     __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x7FFFFFFF)), _mm256_set1_epi32(0x7F800000));
     if (!_mm256_testz_si256(nan, nan)) q = _mm256_blendv_epi8(q, _mm256_or_si256(top, _mm256_set1_epi32(0x40)), nan);
-    return pack8(q);
+    return q;
 }
 
-static inline __m128i f16_sr8(__m256i b, __m256i r)
+static inline __m256i f16_sr8(__m256i b, __m256i r)
 {
     const __m256i min_normal = _mm256_set1_epi32(0x38800000);
     __m256i a = _mm256_and_si256(b, _mm256_set1_epi32(0x7FFFFFFF));
@@ -257,8 +257,7 @@ static inline __m128i f16_sr8(__m256i b, __m256i r)
                                       _mm256_srli_epi32(a, 13), _mm256_set1_epi32(0x3FF))),
                                _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7F800000)));
     }
-    q = _mm256_or_si256(q, _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(0x8000)));
-    return pack8(q);
+    return _mm256_or_si256(q, _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(0x8000)));
 }
 #endif
 
@@ -279,8 +278,8 @@ void half_round_sr_loop(int bf16, const float *restrict v, size_t n, uint64_t ke
 #else
         __m256i b0 = _mm256_castps_si256(_mm256_loadu_ps(v + i)), b1 = _mm256_castps_si256(_mm256_loadu_ps(v + i + 8));
         __m256i r0 = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(r)), r1 = _mm256_cvtepu16_epi32(_mm256_extracti128_si256(r, 1));
-        _mm_storeu_si128((__m128i *)(out + i), bf16 ? bf16_sr8(b0, r0) : f16_sr8(b0, r0));
-        _mm_storeu_si128((__m128i *)(out + i + 8), bf16 ? bf16_sr8(b1, r1) : f16_sr8(b1, r1));
+        _mm256_storeu_si256((__m256i *)(out + i), bf16 ? pack16(bf16_sr8(b0, r0), bf16_sr8(b1, r1))
+                                                         : pack16(f16_sr8(b0, r0), f16_sr8(b1, r1)));
 #endif
     }
 #endif
