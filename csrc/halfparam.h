@@ -1,8 +1,10 @@
 /* halfparam.h — bfloat16 and float16 params (plain C11, no Python): the
  * conversions between float32 and the two 16-bit formats, exact and written
- * in integer operations only, so that every SIMD level, compiler and thread
- * split gives the same bits; and the counter-based generator of stochastic
- * rounding. The block wrapper that steps such params is halfparam_impl.h.
+ * in integer operations (and float32 additions whose results are exact or
+ * rounded to nearest by definition), so that every SIMD level, compiler and
+ * thread split gives the same bits; and the counter-based generator of
+ * stochastic rounding. The block wrapper that steps such params, and its
+ * vector versions of these functions, are halfparam_impl.h.
  *
  *   bfloat16: the top 16 bits of a float32 (quantize.h's round to nearest
  *             even); float16: IEEE binary16 (1, 5, 10 bits; subnormals
