@@ -31,6 +31,11 @@ typedef struct {
     void (*halfparam)(optimc_kernel_fn kernel, const optimc_tensor *x, size_t lo, size_t hi);
     void (*half_grad_norm_acc)(const optimc_tensor *x, double *acc);
     int (*half_all_finite)(const optimc_tensor *x);
+    /* the 16-bit conversions on whole arrays (the module functions tests use):
+     * decode; encode to nearest even, or stochastically with the stream
+     * step_key (element i takes optimc_sr_bits(step_key, i)) */
+    void (*half_decode)(int format, const uint16_t *h, size_t n, float *out);
+    void (*half_encode)(int format, int stochastic, uint64_t step_key, const float *v, size_t n, uint16_t *out);
 } optimc_aux;
 
 /* Indexed like optimc_algorithms (the order of rules/all.h), then by dtype. */

@@ -110,4 +110,5 @@ const optimc_aux OPTIMC_AUX = {
     { ema_f32, ema_f64 },
     { lowprec_run_f32, lowprec_run_f64 },
     halfparam_run, halfparam_grad_norm_acc, halfparam_all_finite,
+    halfparam_decode_array, halfparam_encode_array,
 };

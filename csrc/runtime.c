@@ -72,6 +72,28 @@ int optimc_get_level(void)
     return level;
 }
 
+/* ---- F16C ---- */
+
+static atomic_int f16c_on = 1;   /* not switched off (tests switch it) */
+
+int optimc_cpu_f16c(void)
+{
+#ifdef OPTIMC_HAVE_X86_LEVELS
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("f16c") != 0;
+#else
+    return 0;
+#endif
+}
+
+int optimc_use_f16c(void) { return atomic_load_explicit(&f16c_on, memory_order_relaxed) && optimc_cpu_f16c(); }
+
+int optimc_set_f16c(int on)
+{
+    atomic_store_explicit(&f16c_on, on != 0, memory_order_relaxed);
+    return optimc_use_f16c();
+}
+
 /* ---- threads ---- */
 
 static atomic_int num_threads = 0;      /* 0: not yet read */

@@ -20,4 +20,14 @@ int optimc_parse_simd(const char *text, int *out);
 int optimc_env_num_threads(int *out);
 int optimc_env_simd(int *out);
 
+/* F16C (vcvtph2ps/vcvtps2ph): the float16 conversions of halfparam_impl.h use
+ * it at the avx2 and avx512 levels when the CPU has it (its own CPUID bit:
+ * an AVX2 CPU without it gets the software conversion, which gives the same
+ * bits). optimc_set_f16c(0) turns it off (tests compare both ways);
+ * optimc_set_f16c(1) turns it back on where the CPU has it. Both return
+ * whether it is now in use. */
+int optimc_cpu_f16c(void);
+int optimc_use_f16c(void);
+int optimc_set_f16c(int on);
+
 #endif

@@ -380,6 +380,42 @@ def test_bench_threads_section_and_restores_config(tmp_path, capsys):
     assert optimc.show_config(print_it=False) == before
 
 
+def test_bench_lowprec_has_the_16_bit_param_rows(tmp_path, capsys):
+    """The low-precision section times Adam on bfloat16 and float16 params next
+    to a float32 one and states bytes per param (param + state); no timing is
+    asserted."""
+    from optimc.bench.lowprec import HALF_PARAM_CASES
+    try:
+        import ml_dtypes  # noqa: F401
+        has_bf16 = True
+    except ImportError:
+        has_bf16 = False
+    n = 4096
+    rc, out, text = _run(tmp_path, capsys, "--sections", "lowprec", "--dtypes", "float32",
+                         "--threads-size", str(n), "--no-torch")
+    assert rc == 0, text
+    half = json.loads((out / "bench.json").read_text())["lowprec"]["half_params"]
+    labels = [label for label, dtype, _ in HALF_PARAM_CASES if has_bf16 or dtype != "bfloat16"]
+    assert list(half["ns_per_element"]) == labels
+    assert all(v > 0 for v in half["ns_per_element"].values())
+    assert half["time_vs_float32"]["float32 param"] == 1.0
+    # the param and Adam's two moments (8 bytes), plus 4 for master weights;
+    # 8-bit state: a byte per moment and a float32 scale per 256
+    want = {"float32 param": 12.0, "float16 param, round to nearest": 10.0,
+            "float16 param, master weights": 14.0, "float16 param, stochastic rounding": 10.0}
+    if has_bf16:
+        want.update({"bfloat16 param, round to nearest": 10.0, "bfloat16 param, master weights": 14.0,
+                     "bfloat16 param, stochastic rounding": 10.0,
+                     "bfloat16 param, stochastic rounding, 8-bit state": 2 + 2 * (1 + 4 / 256)})
+    else:
+        assert set(half["skipped"]) == {label for label, dtype, _ in HALF_PARAM_CASES if dtype == "bfloat16"}
+    assert half["bytes_per_param"] == pytest.approx(want)
+    for label in labels:
+        assert any(line.strip().startswith(label) and "B/param" in line for line in text.splitlines()), label
+        assert f"| {label} |" in (out / "bench.md").read_text()
+    assert "16-bit params: Adam on one param of 4e+03 elements" in text
+
+
 def test_bench_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     rc, out, text = _run(tmp_path, capsys, "--optimizers", "sgd,adam,lion", "--dtypes",

@@ -64,29 +64,221 @@ def assert_same_state(a, b):
             assert np.array_equal(bits(np.asarray(sa[k])), bits(np.asarray(sb[k]))), k
 
 
-# ---- conversions ----
+# ---- conversions, at every SIMD level, with F16C and without ----
 
-def test_f16_conversion_is_numpys_round_to_nearest_even():
+def engine_configs():
+    """(SIMD level, F16C on) for every level this CPU has, F16C both ways where
+    it has it (off: the software conversion, as on an AVX2 CPU without F16C)."""
+    cfg = optimc.show_config(print_it=False)
+    levels = ["baseline", "avx2", "avx512"]
+    levels = levels[:levels.index(cfg["cpu_simd"]) + 1]
+    f16c = _core.set_f16c(True)
+    return [(lv, on) for lv in levels for on in ([False, True] if f16c else [False])]
+
+
+def in_each_config(fn):
+    """fn() under every engine configuration: {config: result}."""
+    cfg = optimc.show_config(print_it=False)
+    out = {}
+    try:
+        for level, f16c in engine_configs():
+            optimc.set_simd(level)
+            assert _core.set_f16c(f16c) == f16c
+            out[(level, f16c)] = fn()
+    finally:
+        optimc.set_simd(cfg["simd"])
+        _core.set_f16c(True)
+    return out
+
+
+def f16_encode_edges():
+    """float32 values for the float16 encoders: every finite float16 value, the
+    midpoints between neighbours (ties) and their float32 neighbours, random
+    values over the whole range (float32 subnormals included), overflow, the
+    largest finite half-way point, signed zeros, infinities, and NaNs with
+    payloads (quiet and signalling, both signs)."""
     codes = np.arange(65536, dtype=np.uint16)
-    decoded = _core.f16_decode(codes)
-    want = codes.view(np.float16).astype(np.float32)
-    nan = np.isnan(want)
-    assert np.array_equal(np.isnan(decoded), nan)
-    assert np.array_equal(bits(decoded[~nan]), bits(want[~nan]))
-    # every float16 value, the midpoints between neighbours (ties), their float32
-    # neighbours, random values over the whole range, overflow and specials
-    finite = want[np.isfinite(want)]
-    finite = np.unique(finite)
+    vals = codes.view(np.float16).astype(np.float32)
+    finite = np.unique(vals[np.isfinite(vals)])
     mid = ((finite[:-1].astype(np.float64) + finite[1:]) / 2).astype(np.float32)
     rng = np.random.default_rng(0)
-    x = np.concatenate([finite, mid, np.nextafter(mid, np.float32(np.inf)), np.nextafter(mid, np.float32(-np.inf)),
-                        (rng.standard_normal(50000) * 10.0 ** rng.integers(-9, 6, 50000)).astype(np.float32),
-                        np.float32([65504, 65519.99, 65520, 65536, 1e30, np.inf, -np.inf, 2 ** -25, 2 ** -26,
-                                    3 * 2 ** -26, 1e-45, 0.0, -0.0])])
+    up, down = np.float32(np.inf), np.float32(-np.inf)
+    rand = (rng.standard_normal(60000) * 10.0 ** rng.integers(-12, 7, 60000)).astype(np.float32)
+    raw = rng.integers(0, 2 ** 32, 20000, dtype=np.uint64).astype(np.uint32).view(np.float32)   # any bits
+    nan_bits = np.uint32([0x7F800001, 0x7F801FFF, 0x7F802000, 0x7FA00000, 0x7FBFFFFF, 0x7FC00000, 0x7FC00001,
+                          0x7FFFE000, 0x7FFFFFFF, 0xFF800001, 0xFFC01234, 0xFFFFFFFF])
+    edges = np.float32([65504, 65519.99, 65520, 65520.004, 65535.99, 65536, 1e30, 3.4e38, np.inf, -np.inf,
+                        2 ** -14, np.nextafter(np.float32(2 ** -14), 0), 2 ** -24, 2 ** -25,
+                        np.nextafter(np.float32(2 ** -25), 0), np.nextafter(np.float32(2 ** -25), 1), 3 * 2 ** -25,
+                        2 ** -26, 1e-45, 1.17e-38, 0.0, -0.0, -65520, -2 ** -25])
+    return np.concatenate([finite, mid, np.nextafter(mid, up), np.nextafter(mid, down), rand, raw,
+                           nan_bits.view(np.float32), edges])
+
+
+def f16_nan_reference(x):
+    """What every optimc level makes of a float32 NaN: a quiet float16 NaN with
+    the top 10 bits of the payload (as vcvtps2ph)."""
+    b = x.view(np.uint32)
+    return (((b >> 16) & 0x8000) | 0x7E00 | ((b >> 13) & 0x3FF)).astype(np.uint16)
+
+
+def test_f16_decode_every_code_at_every_level():
+    codes = np.arange(65536, dtype=np.uint16)
+    want = codes.view(np.float16).astype(np.float32)
+    nan = np.isnan(want)
+    # a NaN keeps its payload, quieted (as vcvtph2ps)
+    c = codes[nan].astype(np.uint32)
+    want_nan = ((c & 0x8000) << 16) | 0x7FC00000 | ((c & 0x3FF) << 13)
+    runs = in_each_config(lambda: _core.f16_decode(codes))
+    for config, got in runs.items():
+        assert np.array_equal(bits(got[~nan]), bits(want[~nan])), config
+        assert np.array_equal(bits(got[nan]), want_nan), config
+    # odd lengths and offsets: the vector bodies and the scalar tails agree
+    for n in (1, 7, 15, 17, 255, 257):
+        part = in_each_config(lambda: _core.f16_decode(codes[3:3 + n].copy()))
+        assert all(np.array_equal(bits(v), bits(runs[k][3:3 + n])) for k, v in part.items())
+
+
+def test_f16_encode_is_numpys_round_to_nearest_even_at_every_level():
+    x = f16_encode_edges()
+    nan = np.isnan(x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = x.astype(np.float16).view(np.uint16)
+    runs = in_each_config(lambda: _core.f16_encode(x))
+    for config, got in runs.items():
+        assert np.array_equal(got[~nan], want[~nan]), config
+        assert np.array_equal(got[nan], f16_nan_reference(x[nan])), config
+    for n in (1, 9, 16, 23, 300):
+        part = in_each_config(lambda: _core.f16_encode(x[5:5 + n].copy()))
+        assert all(np.array_equal(v, runs[k][5:5 + n]) for k, v in part.items())
+
+
+@needs_bf16
+def test_bf16_conversions_agree_at_every_level():
+    x = f16_encode_edges()
+    nan = np.isnan(x)
+    runs = in_each_config(lambda: _core.half_encode(x, "bfloat16"))
+    with np.errstate(invalid="ignore"):
+        want = x.astype(ml_dtypes.bfloat16).view(np.uint16)
+    for config, got in runs.items():
+        assert np.array_equal(got[~nan], want[~nan]), config
+        assert np.array_equal(got[nan], (x[nan].view(np.uint32) >> 16 | 0x40).astype(np.uint16)), config
+
+
+# ---- stochastic rounding: the generator and the rounding against NumPy ----
+
+M64 = (1 << 64) - 1
+GAMMA = 0x9E3779B97F4A7C15
+
+
+def mix64(z):
+    """SplitMix64's finaliser on uint64 arrays (NumPy wraps modulo 2^64)."""
+    z = np.asarray(z, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        want = x.astype(np.float16)
-    assert np.array_equal(_core.f16_encode(x), want.view(np.uint16))
-    assert np.isnan(_core.f16_encode(np.float32([np.nan])).view(np.float16)).all()
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def sr_step_key(seed, index, step):
+    """The documented keying (csrc/halfparam.h): a param's key from the seed
+    and its index, the stream of a step from that key and the step."""
+    param_key = int(mix64((int(mix64(seed)) + (index + 1) * GAMMA) & M64))
+    return int(mix64(param_key ^ int(mix64((step * 0xD1B54A32D192ED03) & M64))))
+
+
+def sr_bits_reference(step_key, n):
+    """16 random bits of elements 0..n-1: SplitMix64's output number j+1 of the
+    stream step_key gives elements 4j..4j+3, its bits 0-15, 16-31, 32-47, 48-63."""
+    j = np.arange(1, (n + 3) // 4 + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = mix64(np.uint64(step_key) + j * np.uint64(GAMMA))
+    words = np.stack([(z >> np.uint64(16 * k)) & np.uint64(0xFFFF) for k in range(4)], axis=1).reshape(-1)
+    return words[:n].astype(np.uint32)
+
+
+def sr_reference(x, r, fmt):
+    """Stochastic rounding of float32 x with 16-bit random numbers r, computed
+    in float64: away from zero when the dropped fraction of a step, in 16-bit
+    fixed point (truncated), exceeds r; NaN rounds to nearest."""
+    x = np.asarray(x, np.float32)
+    x64 = np.abs(x.astype(np.float64))
+    dt = half_dtype(fmt)
+    finite = np.isfinite(x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        near = np.abs(x).astype(dt)
+        low = np.where(near.astype(np.float64) > x64, np.nextafter(near, dt(0)), near).astype(dt)
+        mant_bits = 8 if fmt == "bfloat16" else 11
+        e = np.frexp(np.where(finite & (x64 > 0), x64, 1.0))[1]
+        step = 2.0 ** (e - mant_bits)
+        step = np.maximum(step, 2.0 ** (-24 if fmt == "float16" else -133))   # the subnormal step
+        frac16 = np.floor((x64 - low.astype(np.float64)) / step * 2.0 ** 16)
+        away = np.nextafter(low, dt(np.inf))
+        mag = np.where(finite & (frac16 > r.astype(np.float64)), away, low).astype(dt)
+        if fmt == "float16":
+            mag = np.where(x64 >= 65536, dt(np.inf), mag).astype(dt)
+        mag = np.where(np.isinf(x), dt(np.inf), mag).astype(dt)
+    out = mag.view(np.uint16) | ((x.view(np.uint32) >> 16) & 0x8000).astype(np.uint16)
+    nan = np.isnan(x)
+    b = x[nan].view(np.uint32)
+    out[nan] = (b >> 16 | 0x40).astype(np.uint16) if fmt == "bfloat16" else f16_nan_reference(x[nan])
+    return out
+
+
+def sr_values(fmt, n=3000):
+    rng = np.random.default_rng(3)
+    tiny = 6e-5 if fmt == "float16" else 1e-37
+    x = np.concatenate([rng.standard_normal(n) * 10.0 ** rng.integers(-4, 4, n),
+                        rng.uniform(-1, 1, 400) * tiny, rng.uniform(-1, 1, 50) * tiny * 2.0 ** -20,
+                        [65504, 65535.9, 65536, 1e6, -1e6, 2 ** -14, 2 ** -24, 2 ** -25, 2 ** -40, 2 ** -57,
+                         2 ** -58, 1e-45, 0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 3.3e38]]).astype(np.float32)
+    return x if fmt == "float16" else x[np.abs(x) < 3e38]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_stochastic_rounding_equals_the_numpy_reference_at_every_level(fmt):
+    x = sr_values(fmt)
+    key = sr_step_key(seed=12345, index=3, step=7)
+    want = sr_reference(x, sr_bits_reference(key, x.size), fmt)
+    runs = in_each_config(lambda: _core.half_encode(x, fmt, key))
+    for config, got in runs.items():
+        assert np.array_equal(got, want), (config, np.flatnonzero(got != want)[:10])
+    # the bits come from the element's position alone: a suffix of the stream
+    # through a shorter array is another stream, not a shifted one
+    assert not np.array_equal(_core.half_encode(x[256:].copy(), fmt, key), want[256:])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_stochastic_rounding_follows_the_documented_keying(fmt):
+    """An SGD step with lr=1 from 0 writes the float32 -grad exactly, rounded
+    with the stream keyed by (seed, param index, step)."""
+    rng = np.random.default_rng(9)
+    xs = [(rng.standard_normal(n) * 0.01).astype(np.float32) for n in (700, 33)]
+    seed = 2024
+    ps = [np.zeros(x.size, half_dtype(fmt)) for x in xs]
+    opt = optimc.SGD(ps, lr=1.0, stochastic_rounding=True, seed=seed)
+    opt.step([-x for x in xs])
+    for index, (p, x) in enumerate(zip(ps, xs)):
+        want = sr_reference(x, sr_bits_reference(sr_step_key(seed, index, 1), x.size), fmt)
+        assert np.array_equal(bits(p), want)
+    # step 2, from those values: the float32 sum, rounded with the stream of step 2
+    ys = [(rng.standard_normal(x.size) * 0.01).astype(np.float32) for x in xs]
+    sums = [p.astype(np.float32) - (-y) for p, y in zip(ps, ys)]
+    opt.step([-y for y in ys])
+    for index, (p, q) in enumerate(zip(ps, sums)):
+        assert np.array_equal(bits(p), sr_reference(q, sr_bits_reference(sr_step_key(seed, index, 2), q.size), fmt))
+
+
+def test_half_encode_checks_its_arguments():
+    x = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="format: expected 'bfloat16' or 'float16', got 'int8'"):
+        _core.half_encode(x, "int8")
+    with pytest.raises(ValueError, match=r"step_key: expected an int in \[0, 2\*\*64\)"):
+        _core.half_encode(x, "float16", -1)
+    with pytest.raises(TypeError, match="step_key: expected an int or None"):
+        _core.half_encode(x, "float16", 1.5)
+    with pytest.raises(TypeError, match="x: expected a C-contiguous float32 array"):
+        _core.half_encode(x.astype(np.float64), "float16")
 
 
 # ---- master weights: the float32 step, then round to nearest even ----
@@ -292,9 +484,11 @@ def test_threads_and_simd_levels_give_the_same_bits(fmt, mode):
     results = []
     try:
         optimc._core.set_thread_threshold(0)
-        for threads, level in [(1, levels[-1]), (2, levels[-1]), (3, levels[-1])] + [(2, lv) for lv in levels]:
+        for threads, level, f16c in [(1, levels[-1], True), (2, levels[-1], True), (3, levels[-1], True)] + [
+                (2, lv, on) for lv in levels for on in (True, False)]:
             optimc.set_num_threads(threads)
             optimc.set_simd(level)
+            _core.set_f16c(f16c)
             ps = half_params(fmt, shapes=shapes)
             opt = optimc.Adam(ps, lr=1e-3, max_grad_norm=1.0, **kw)
             for g in grads:
@@ -303,6 +497,7 @@ def test_threads_and_simd_levels_give_the_same_bits(fmt, mode):
     finally:
         optimc.set_num_threads(cfg["num_threads"])
         optimc.set_simd(cfg["cpu_simd"])
+        _core.set_f16c(True)
         optimc._core.set_thread_threshold(cfg["thread_threshold"])
     for r in results[1:]:
         assert all(np.array_equal(x, y) for x, y in zip(results[0], r))

@@ -2,10 +2,18 @@
  * arrays (ml_dtypes.bfloat16 is a user-defined NumPy dtype, found by its
  * type's name, so optimc needs ml_dtypes only when a user brings it), the
  * master copy, and the float16 conversions as module functions for tests:
+ * and the conversions of the SIMD level in use as module functions for tests:
  *   f16_encode(x float32) -> uint16 (round to nearest even)
- *   f16_decode(h uint16) -> float32 */
+ *   f16_decode(h uint16) -> float32
+ *   half_encode(x float32, format, step_key=None) -> uint16: "bfloat16" or
+ *       "float16", to nearest even, or stochastically with the stream
+ *       step_key (element i takes the generator's bits number i)
+ *   set_f16c(on) -> bool: use F16C where the CPU has it (default), or not;
+ *       returns whether it is now in use */
 #include "binding.h"
 #include "halfparam.h"
+#include "kernels.h"
+#include "runtime.h"
 #include <string.h>
 
 int half_format_of(PyObject *o)
@@ -71,9 +79,8 @@ static PyArrayObject *take(PyObject *o, int typenum, const char *name)
     return (PyArrayObject *)o;
 }
 
-static PyObject *mod_f16_encode(PyObject *m, PyObject *o)
+static PyObject *encode(PyObject *o, int format, int stochastic, uint64_t step_key)
 {
-    (void)m;
     PyArrayObject *x = take(o, NPY_FLOAT32, "x");
     if (!x) return NULL;
     npy_intp n = PyArray_SIZE(x);
@@ -81,8 +88,16 @@ static PyObject *mod_f16_encode(PyObject *m, PyObject *o)
     if (!out) return NULL;
     const float *src = PyArray_DATA(x);
     uint16_t *dst = PyArray_DATA((PyArrayObject *)out);
-    for (npy_intp i = 0; i < n; i++) dst[i] = optimc_f16_encode(src[i]);
+    Py_BEGIN_ALLOW_THREADS
+    optimc_level_aux()->half_encode(format, stochastic, step_key, src, (size_t)n, dst);
+    Py_END_ALLOW_THREADS
     return out;
+}
+
+static PyObject *mod_f16_encode(PyObject *m, PyObject *o)
+{
+    (void)m;
+    return encode(o, OPTIMC_PARAM_F16, 0, 0);
 }
 
 static PyObject *mod_f16_decode(PyObject *m, PyObject *o)
@@ -95,12 +110,46 @@ static PyObject *mod_f16_decode(PyObject *m, PyObject *o)
     if (!out) return NULL;
     const uint16_t *src = PyArray_DATA(h);
     float *dst = PyArray_DATA((PyArrayObject *)out);
-    for (npy_intp i = 0; i < n; i++) dst[i] = optimc_f16_decode(src[i]);
+    Py_BEGIN_ALLOW_THREADS
+    optimc_level_aux()->half_decode(OPTIMC_PARAM_F16, src, (size_t)n, dst);
+    Py_END_ALLOW_THREADS
     return out;
+}
+
+static PyObject *mod_half_encode(PyObject *m, PyObject *args)
+{
+    (void)m;
+    PyObject *o, *key = Py_None;
+    const char *name;
+    if (!PyArg_ParseTuple(args, "Os|O:half_encode", &o, &name, &key)) return NULL;
+    int format = strcmp(name, "bfloat16") == 0 ? OPTIMC_PARAM_BF16 : strcmp(name, "float16") == 0 ? OPTIMC_PARAM_F16 : 0;
+    if (!format) return PyErr_Format(PyExc_ValueError, "format: expected 'bfloat16' or 'float16', got %R",
+                                     PyTuple_GET_ITEM(args, 1));
+    uint64_t step_key = 0;
+    if (key != Py_None) {
+        if (!PyLong_Check(key)) return PyErr_Format(PyExc_TypeError, "step_key: expected an int or None, got %R", key);
+        step_key = PyLong_AsUnsignedLongLong(key);
+        if (step_key == (uint64_t)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return PyErr_Format(PyExc_ValueError, "step_key: expected an int in [0, 2**64), got %R", key);
+        }
+    }
+    return encode(o, format, key != Py_None, step_key);
+}
+
+static PyObject *mod_set_f16c(PyObject *m, PyObject *arg)
+{
+    (void)m;
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    return PyBool_FromLong(optimc_set_f16c(on));
 }
 
 PyMethodDef optimc_halfparam_methods[] = {
     {"f16_encode", mod_f16_encode, METH_O, "float32 array -> uint16 float16 bits (round to nearest even), 1-D."},
     {"f16_decode", mod_f16_decode, METH_O, "uint16 float16 bits -> float32 array (exact), 1-D."},
+    {"half_encode", mod_half_encode, METH_VARARGS,
+     "half_encode(x float32, format, step_key=None) -> uint16 bits: to nearest even, or stochastically."},
+    {"set_f16c", mod_set_f16c, METH_O, "Use F16C where the CPU has it (True) or not; returns whether it is in use."},
     {NULL, NULL, 0, NULL},
 };

@@ -4,6 +4,11 @@ thread, against bitsandbytes' CPU ``Adam8bit`` and torchao's ``AdamW8bit`` where
 they are installed (8-bit Adam of each; their CPU paths dequantize whole
 tensors into float32 temporaries).
 
+The section also times Adam on 16-bit params (``half_param_section``: bfloat16
+and float16 params rounded to nearest, with float32 master weights, or with
+stochastic rounding), next to a float32 param in the same measurement, with the
+bytes each keeps per param (the param and its state).
+
 ``lowprec_section`` measures; ``format_lowprec`` and ``lowprec_markdown`` show it.
 ``lowprec_loss_curves`` trains the main job's spiral MLP with each storage and
 ``plot_loss_curves`` draws the trade-off; ``python -m optimc.bench.lowprec --out
@@ -18,7 +23,7 @@ import numpy as np
 from .timing import calls, measure
 
 __all__ = ["lowprec_section", "format_lowprec", "lowprec_markdown", "lowprec_loss_curves",
-           "format_loss_curves", "plot_loss_curves"]
+           "format_loss_curves", "plot_loss_curves", "half_param_section", "HALF_PARAM_CASES"]
 
 STATE_DTYPES = (None, "bfloat16", "8bit")
 
@@ -80,7 +85,84 @@ def lowprec_section(prof: dict, torch, seed: int, n: int = 10 ** 7) -> dict:
     eight = ns[_label("8bit")]
     return dict(n_elements=n, ns_per_element=ns, state_bytes_per_param=state_bytes, skipped=skipped,
                 times=times, speedup_vs_float32={k: ns[_label(None)] / v for k, v in ns.items()},
-                slower_than_optimc_8bit={k: v / eight for k, v in ns.items()})
+                slower_than_optimc_8bit={k: v / eight for k, v in ns.items()},
+                half_params=half_param_section(prof, seed, n))
+
+
+# ---- 16-bit params ----
+
+# (label, the param's dtype, the optimizer's options); the first is the float32 reference
+HALF_PARAM_CASES = (
+    ("float32 param", "float32", {}),
+    ("bfloat16 param, round to nearest", "bfloat16", {}),
+    ("bfloat16 param, master weights", "bfloat16", {"master_weights": True}),
+    ("bfloat16 param, stochastic rounding", "bfloat16", {"stochastic_rounding": True}),
+    ("float16 param, round to nearest", "float16", {}),
+    ("float16 param, master weights", "float16", {"master_weights": True}),
+    ("float16 param, stochastic rounding", "float16", {"stochastic_rounding": True}),
+    ("bfloat16 param, stochastic rounding, 8-bit state", "bfloat16",
+     {"stochastic_rounding": True, "state_dtype": "8bit"}),
+)
+
+
+def half_param_section(prof: dict, seed: int, n: int = 10 ** 7) -> dict:
+    """ns per element of one Adam step (lr 1e-3, float32 grad) on one param of n
+    elements in each of HALF_PARAM_CASES, measured together (one thread: the
+    caller sets it), and the bytes per param of the param and its state.
+    bfloat16 cases need ml_dtypes (skipped, with the reason, without it)."""
+    import optimc
+
+    try:
+        import ml_dtypes
+        bf16 = ml_dtypes.bfloat16
+    except ImportError:
+        bf16 = None
+    rng = np.random.default_rng(seed)
+    p0 = rng.standard_normal(n, dtype=np.float32)
+    g0 = rng.standard_normal(n, dtype=np.float32)
+    runners, nbytes, skipped = {}, {}, {}
+    for label, dtype, options in HALF_PARAM_CASES:
+        if dtype == "bfloat16" and bf16 is None:
+            skipped[label] = "ml_dtypes not installed"
+            continue
+        p = p0.astype(bf16 if dtype == "bfloat16" else np.dtype(dtype))
+        opt = optimc.Adam([p], lr=1e-3, **options)
+        opt.step([g0])
+        runners[label] = calls(opt.step, [g0])
+        nbytes[label] = (p.nbytes + opt.state_bytes) / n
+    times = measure(runners, prof["sample_time"], prof["case_time"], prof["min_rounds"], prof["max_rounds"])
+    ns = {k: v["median"] / n * 1e9 for k, v in times.items()}
+    ref = ns[HALF_PARAM_CASES[0][0]]
+    return dict(n_elements=n, ns_per_element=ns, bytes_per_param=nbytes, skipped=skipped, times=times,
+                time_vs_float32={k: v / ref for k, v in ns.items()})
+
+
+HALF_HEAD = ["Adam on", "ns/element", "time / float32 param", "bytes/param (param + state)"]
+
+
+def _half_rows(h) -> List[List[str]]:
+    return [[name, f"{v:.2f}", f"{h['time_vs_float32'][name]:.2f}", f"{h['bytes_per_param'][name]:.2f}"]
+            for name, v in h["ns_per_element"].items()]
+
+
+def format_half_params(h: dict) -> str:
+    lines = [f"16-bit params: Adam on one param of {h['n_elements']:.0e} elements, float32 grad, one thread; "
+             "ns per element (median)"]
+    for row in _half_rows(h):
+        lines.append(f"  {row[0]:<48} {row[1]:>7} ns   {row[2]:>5}x float32 time   {row[3]:>6} B/param")
+    for name, why in h["skipped"].items():
+        lines.append(f"  {name}: not run ({why})")
+    return "\n".join(lines)
+
+
+def half_params_markdown(h: Optional[dict]) -> List[str]:
+    if not h:
+        return []
+    out = [f"16-bit params: Adam on one param of {h['n_elements']:.0e} elements, float32 grad, one thread:", "",
+           "| " + " | ".join(HALF_HEAD) + " |", "|" + "|".join(["---"] + ["---:"] * (len(HALF_HEAD) - 1)) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in _half_rows(h)]
+    out += [f"{name}: not run ({why})." for name, why in h["skipped"].items()]
+    return out + [""]
 
 
 def _rows(s) -> List[List[str]]:
@@ -104,6 +186,8 @@ def format_lowprec(s: dict) -> str:
                      f"{row[3]:>6}x 8-bit time   {row[4]:>5} B/param")
     for name, why in s["skipped"].items():
         lines.append(f"  {name}: not run ({why})")
+    if s.get("half_params"):
+        lines += ["", format_half_params(s["half_params"])]
     return "\n".join(lines)
 
 
@@ -114,7 +198,7 @@ def lowprec_markdown(s: Optional[dict]) -> List[str]:
            "| " + " | ".join(HEAD) + " |", "|" + "|".join(["---"] + ["---:"] * (len(HEAD) - 1)) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in _rows(s)]
     out += [f"{name}: not run ({why})." for name, why in s["skipped"].items()]
-    return out + [""]
+    return out + [""] + half_params_markdown(s.get("half_params"))
 
 
 # ---- the trade-off in training: loss curves of the three storages ----
