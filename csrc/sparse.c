@@ -373,3 +373,124 @@ void optimc_sparse_step(int algorithm, const optimc_hyper *groups, optimc_tensor
         else task(&job, 0, 1);
     }
 }
+
+/* ---- the floor: the least work of a row-sparse step ---- */
+
+/* The benchmark's floor of a row-sparse step (as optimc_stream is the dense
+ * step's roofline): every byte a step must move, with the least arithmetic.
+ * Each touched row of param and of every state buffer is read once, the
+ * row's grad added, and written back; the indices and values are read once. */
+
+typedef struct {
+    int dtype, n_state;
+    char *param;
+    char *const *state;
+    const optimc_sparse *s;   /* coalescing: the plan */
+    const int64_t *rows;      /* else: the checked indices, in position order */
+} floor_job;
+
+#define DEFINE_ADD_ROW(T, name) \
+    static void name(void *out, const void *g, size_t len) \
+    { \
+        T *restrict o = out; \
+        const T *restrict v = g; \
+        for (size_t j = 0; j < len; j++) o[j] = o[j] + v[j]; \
+    }
+DEFINE_ADD_ROW(float, add_row_f32)
+DEFINE_ADD_ROW(double, add_row_f64)
+
+/* Row `row` of param and of every state buffer += g. */
+static void floor_row(const floor_job *job, size_t row, const void *g, size_t len, size_t row_bytes)
+{
+    void (*add)(void *, const void *, size_t) = job->dtype == OPTIMC_FLOAT32 ? add_row_f32 : add_row_f64;
+    add(job->param + row * row_bytes, g, len);
+    for (int b = 0; b < job->n_state; b++) add(job->state[b] + row * row_bytes, g, len);
+}
+
+static void floor_prefetch(const floor_job *job, size_t row, size_t row_bytes)
+{
+    prefetch_lines(job->param + row * row_bytes, row_bytes, 1);
+    for (int b = 0; b < job->n_state; b++) prefetch_lines(job->state[b] + row * row_bytes, row_bytes, 1);
+}
+
+/* Coalesced: the planned rows [n·k/W, n·(k+1)/W), each summed (in position
+ * order) and then added, as rows_task walks them. */
+static void floor_sorted_task(void *arg, int k, int n_workers)
+{
+    const floor_job *job = arg;
+    const optimc_sparse *s = job->s;
+    size_t n = s->n_unique, len = s->row_len, row_bytes = len * dtype_size(job->dtype);
+    size_t lo = n * (size_t)k / (size_t)n_workers, hi = n * (size_t)(k + 1) / (size_t)n_workers;
+    for (size_t r = lo; r < hi; r++) {
+        if (r + PREFETCH_AHEAD < hi) {
+            floor_prefetch(job, (size_t)s->rows[r + PREFETCH_AHEAD], row_bytes);
+            prefetch_grad(s, r + PREFETCH_AHEAD, row_bytes, 0);
+        }
+        sum_row(s, r, job->dtype);
+        floor_row(job, (size_t)s->rows[r], s->grad[r], len, row_bytes);
+    }
+}
+
+/* Not coalesced: every position in order, each added to its row; worker k of
+ * W owns the rows [n_rows·k/W, n_rows·(k+1)/W), so that a row's positions
+ * are added by one worker, in order. */
+static void floor_unsorted_task(void *arg, int k, int n_workers)
+{
+    const floor_job *job = arg;
+    const optimc_sparse *s = job->s;
+    size_t len = s->row_len, row_bytes = len * dtype_size(job->dtype), n = s->nnz;
+    uint64_t lo = (uint64_t)s->n_rows * (uint64_t)k / (uint64_t)n_workers;
+    uint64_t hi = (uint64_t)s->n_rows * (uint64_t)(k + 1) / (uint64_t)n_workers;
+    const char *values = s->values;
+    for (size_t i = 0; i < n; i++) {
+        if (i + PREFETCH_AHEAD < n) {
+            uint64_t ahead = (uint64_t)job->rows[i + PREFETCH_AHEAD];
+            if (ahead >= lo && ahead < hi) {
+                floor_prefetch(job, (size_t)ahead, row_bytes);
+                prefetch_lines(values + (i + PREFETCH_AHEAD) * row_bytes, row_bytes, 0);
+            }
+        }
+        uint64_t row = (uint64_t)job->rows[i];
+        if (row >= lo && row < hi) floor_row(job, (size_t)row, values + i * row_bytes, len, row_bytes);
+    }
+}
+
+int optimc_sparse_floor(int dtype, void *param, void *const *state, int n_state, optimc_sparse *s,
+                        int coalesce, size_t *bad)
+{
+    size_t n = s->nnz, isz = dtype_size(dtype);
+    floor_job job = {dtype, n_state, param, (char *const *)state, s, NULL};
+    int64_t *rows = NULL;
+    size_t touched = n;
+    if (coalesce) {
+        int rc = optimc_sparse_plan(s, dtype, bad);
+        if (rc) return rc;
+        touched = s->n_unique;
+    } else if (n) {
+        /* the indices read once and checked, as a plan reads them */
+        rows = malloc(sizeof(int64_t) * n);
+        if (!rows) return OPTIMC_SPARSE_NO_MEMORY;
+        for (size_t i = 0; i < n; i++) {
+            int64_t r = s->index_bytes == 4 ? (int64_t)((const int32_t *)s->indices)[i]
+                                            : ((const int64_t *)s->indices)[i];
+            if (r < 0 || (uint64_t)r >= (uint64_t)s->n_rows) {
+                free(rows);
+                *bad = i;
+                return OPTIMC_SPARSE_BAD_INDEX;
+            }
+            rows[i] = r;
+        }
+        job.rows = rows;
+    }
+    if (touched) {
+        /* the step's rule for splitting over the pool: its bytes against the threshold */
+        int threads = optimc_get_num_threads();
+        size_t bytes = touched * s->row_len * isz * (size_t)(3 + 2 * n_state);
+        optimc_task task = coalesce ? floor_sorted_task : floor_unsorted_task;
+        if (threads > 1 && bytes >= optimc_get_thread_threshold()) optimc_pool_run(task, &job, threads);
+        else task(&job, 0, 1);
+    }
+    if (coalesce) optimc_sparse_free(s);
+    free(rows);
+    return 0;
+}
