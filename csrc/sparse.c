@@ -302,6 +302,21 @@ static void rows_task(void *arg, int k, int n_workers)
     }
 }
 
+/* The bytes a row-sparse step moves, as the pool's threshold counts them.
+ * The threshold is set for dense steps, which stream memory: one thread
+ * nearly saturates the bandwidth, so splitting pays only on long steps. Rows
+ * scattered over a large table wait on memory latency instead, and two
+ * threads keep twice as many misses in flight: on a 1,000,000 x 64 float32
+ * table here (python -m optimc bench --sections sparse; `forced` 2 threads
+ * against 1), Adagrad's step at 1,000 indices (1.2 MB moved) took 55 us on
+ * two threads and 94 us on one, where a dense step needs about 12 MiB to
+ * gain. So a row-sparse step's bytes count SPARSE_SPLIT_WEIGHT times. */
+#define SPARSE_SPLIT_WEIGHT 16
+static size_t sparse_split_bytes(size_t bytes)
+{
+    return bytes > SIZE_MAX / SPARSE_SPLIT_WEIGHT ? SIZE_MAX : bytes * SPARSE_SPLIT_WEIGHT;
+}
+
 /* Elements of a dense tensor, split on 64-byte multiples. */
 static void dense_task(void *arg, int k, int n_workers)
 {
@@ -367,6 +382,7 @@ void optimc_sparse_step(int algorithm, const optimc_hyper *groups, optimc_tensor
         for (int k = 0; k < OPTIMC_MAX_STATE; k++) n_state += x->state[k] != NULL;
         size_t elements = s ? s->n_unique * s->row_len : x->n;
         size_t bytes = elements * dtype_size(x->dtype) * (size_t)(3 + 2 * n_state);
+        if (s) bytes = sparse_split_bytes(bytes);
         apply_job job = {impl, alg, x, s, summed};
         optimc_task task = s || rowwise ? rows_task : dense_task;
         if (threads > 1 && bytes >= threshold) optimc_pool_run(task, &job, threads);
@@ -389,22 +405,39 @@ typedef struct {
     const int64_t *rows;      /* else: the checked indices, in position order */
 } floor_job;
 
-#define DEFINE_ADD_ROW(T, name) \
-    static void name(void *out, const void *g, size_t len) \
+/* Row `row` of param and of every state buffer += g: one pass over the row
+ * for up to two state buffers (Adagrad's one, SparseAdam's two), as the
+ * rules' kernels make one. */
+#define DEFINE_FLOOR_ROW(T, name) \
+    static void name(const floor_job *job, size_t row, const void *grad, size_t len) \
     { \
-        T *restrict o = out; \
-        const T *restrict v = g; \
-        for (size_t j = 0; j < len; j++) o[j] = o[j] + v[j]; \
+        T *restrict p = (T *)job->param + row * len; \
+        const T *restrict g = grad; \
+        int n_state = job->n_state; \
+        T *restrict s0 = n_state > 0 ? (T *)job->state[0] + row * len : NULL; \
+        T *restrict s1 = n_state > 1 ? (T *)job->state[1] + row * len : NULL; \
+        if (n_state == 0) { \
+            for (size_t j = 0; j < len; j++) p[j] = p[j] + g[j]; \
+        } else if (n_state == 1) { \
+            for (size_t j = 0; j < len; j++) { T v = g[j]; p[j] = p[j] + v; s0[j] = s0[j] + v; } \
+        } else { \
+            for (size_t j = 0; j < len; j++) { \
+                T v = g[j]; p[j] = p[j] + v; s0[j] = s0[j] + v; s1[j] = s1[j] + v; \
+            } \
+            for (int b = 2; b < n_state; b++) { \
+                T *restrict sb = (T *)job->state[b] + row * len; \
+                for (size_t j = 0; j < len; j++) sb[j] = sb[j] + g[j]; \
+            } \
+        } \
     }
-DEFINE_ADD_ROW(float, add_row_f32)
-DEFINE_ADD_ROW(double, add_row_f64)
+DEFINE_FLOOR_ROW(float, floor_row_f32)
+DEFINE_FLOOR_ROW(double, floor_row_f64)
 
-/* Row `row` of param and of every state buffer += g. */
 static void floor_row(const floor_job *job, size_t row, const void *g, size_t len, size_t row_bytes)
 {
-    void (*add)(void *, const void *, size_t) = job->dtype == OPTIMC_FLOAT32 ? add_row_f32 : add_row_f64;
-    add(job->param + row * row_bytes, g, len);
-    for (int b = 0; b < job->n_state; b++) add(job->state[b] + row * row_bytes, g, len);
+    (void)row_bytes;
+    if (job->dtype == OPTIMC_FLOAT32) floor_row_f32(job, row, g, len);
+    else floor_row_f64(job, row, g, len);
 }
 
 static void floor_prefetch(const floor_job *job, size_t row, size_t row_bytes)
@@ -485,7 +518,7 @@ int optimc_sparse_floor(int dtype, void *param, void *const *state, int n_state,
     if (touched) {
         /* the step's rule for splitting over the pool: its bytes against the threshold */
         int threads = optimc_get_num_threads();
-        size_t bytes = touched * s->row_len * isz * (size_t)(3 + 2 * n_state);
+        size_t bytes = sparse_split_bytes(touched * s->row_len * isz * (size_t)(3 + 2 * n_state));
         optimc_task task = coalesce ? floor_sorted_task : floor_unsorted_task;
         if (threads > 1 && bytes >= optimc_get_thread_threshold()) optimc_pool_run(task, &job, threads);
         else task(&job, 0, 1);
