@@ -135,11 +135,21 @@ def test_floor_refuses_bad_input_before_writing():
 
 
 def test_section_reports_the_floor():
-    s = sparse_section(TINY, None, seed=0, n_rows=3000, sizes=(50, 400))
+    import optimc
+    from optimc import _core
+    saved = _core.config()
+    try:
+        optimc.set_num_threads(2)
+        s = sparse_section(TINY, None, seed=0, n_rows=3000, sizes=(50, 400))
+        # the floors' runners set the pool; the section's settings are back after each row
+        assert optimc.get_num_threads() == 2
+        assert _core.config()["thread_threshold"] == saved["thread_threshold"]
+    finally:
+        optimc.set_num_threads(saved["num_threads"])
     for r in s["rows"]:
         floors = {k: v for k, v in r["seconds_per_step"].items() if k.startswith("floor ")}
-        # sorted and unsorted, on one thread (and on all when the pool has more)
-        assert {"floor sorted/1", "floor unsorted/1"} <= set(floors)
+        # sorted and unsorted, on one thread and on the section's two, in every row
+        assert set(floors) == {"floor sorted/1", "floor unsorted/1", "floor sorted/2", "floor unsorted/2"}
         assert r["floor"] in floors and r["floor_seconds"] == min(floors.values())
         assert r["floor_x_numpy"] == pytest.approx(r["seconds_per_step"][r["best_numpy"]] / r["floor_seconds"])
     text = format_sparse(s)

@@ -1,6 +1,7 @@
 /* sparse.c (binding) — the SparseGrad type, its checks inside a step and the
- * plans the kernels use (csrc/sparse.c). Everything here runs with the GIL
- * held, except sparse_run, which calls only C. */
+ * plans the kernels use (csrc/sparse.c), and the benchmark's floor of a
+ * row-sparse step. Everything here runs with the GIL held, except sparse_run
+ * and the floor's kernel, which call only C on arrays held for the call. */
 #include "binding.h"
 #include "pool.h"
 #include <string.h>

@@ -201,7 +201,12 @@ def run_sparse(name, n_rows, nnz, prof, torch, seed, floor=True) -> dict:
         runners["optimc"] = with_threads(n_threads, threshold, runners["optimc"])
         floors = floor_runners(name, table0, batches, n_threads, threshold)
         runners.update(floors)
-    timed = measure(runners, prof["sample_time"], prof["case_time"], prof["min_rounds"], prof["max_rounds"])
+    try:
+        timed = measure(runners, prof["sample_time"], prof["case_time"], prof["min_rounds"], prof["max_rounds"])
+    finally:
+        if floor:   # the floors' runners set the pool: back to the section's settings
+            optimc.set_num_threads(n_threads)
+            _core.set_thread_threshold(threshold)
     sec = {k: v["median"] for k, v in timed.items()}
     numpy_best = min((k for k in sec if k.startswith("numpy")), key=lambda k: sec[k])
     out = dict(optimizer=name, n_rows=n_rows, dim=DIM, indices=nnz, dtype="float32",
