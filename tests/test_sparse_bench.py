@@ -151,6 +151,8 @@ def test_section_reports_the_floor():
         # sorted and unsorted, on one thread and on the section's two, in every row
         assert set(floors) == {"floor sorted/1", "floor unsorted/1", "floor sorted/2", "floor unsorted/2"}
         assert r["floor"] in floors and r["floor_seconds"] == min(floors.values())
+        assert set(r["seconds_per_step_min"]) == set(r["seconds_per_step"])
+        assert all(r["seconds_per_step_min"][k] <= v for k, v in r["seconds_per_step"].items())
         assert r["floor_x_numpy"] == pytest.approx(r["seconds_per_step"][r["best_numpy"]] / r["floor_seconds"])
     text = format_sparse(s)
     assert "floor = the least work of the step" in text and "x floor" in text
