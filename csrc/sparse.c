@@ -307,10 +307,11 @@ static void rows_task(void *arg, int k, int n_workers)
  * nearly saturates the bandwidth, so splitting pays only on long steps. Rows
  * scattered over a large table wait on memory latency instead, and two
  * threads keep twice as many misses in flight: on a 1,000,000 x 64 float32
- * table here (python -m optimc bench --sections sparse; `forced` 2 threads
- * against 1), Adagrad's step at 1,000 indices (1.2 MB moved) took 55 us on
- * two threads and 94 us on one, where a dense step needs about 12 MiB to
- * gain. So a row-sparse step's bytes count SPARSE_SPLIT_WEIGHT times. */
+ * table here (python -m optimc bench --sections sparse, --threads 1 against
+ * --threads 2; docs/performance.md), Adagrad's step at 1,000 indices (1.2 MB
+ * moved) took 193 us on one thread and 69 us on two, where a dense step
+ * needs about 12 MiB to gain. So a row-sparse step's bytes count
+ * SPARSE_SPLIT_WEIGHT times (1,000 rows of 64 floats then split). */
 #define SPARSE_SPLIT_WEIGHT 16
 static size_t sparse_split_bytes(size_t bytes)
 {
