@@ -338,6 +338,19 @@ void optimc_sparse_step(int algorithm, const optimc_hyper *groups, optimc_tensor
                         optimc_sparse *const *sparse, size_t n_tensors, const optimc_guard *guard,
                         optimc_step_report *report);
 
+/* optimc_sparse_floor: the least work of a row-sparse step on a table with
+ * n_state state buffers of its shape (the benchmark's floor, as optimc_stream
+ * is the dense roofline): reads the grad s (as given: indices, nnz, values,
+ * row_len, n_rows) once and adds each given row's values to that row of param
+ * and of every state buffer, so that exactly the given rows are read and
+ * written. coalesce = 1: planned as a step plans (stable sort, repeats summed
+ * in position order), then each distinct row once; 0: position by position,
+ * a row's positions added in order. Split over the pool as the step is, the
+ * same bits for any thread count. Returns 0, OPTIMC_SPARSE_BAD_INDEX (with
+ * *bad) before anything is written, or OPTIMC_SPARSE_NO_MEMORY. */
+int optimc_sparse_floor(int dtype, void *param, void *const *state, int n_state, optimc_sparse *s,
+                        int coalesce, size_t *bad);
+
 #ifdef __cplusplus
 }
 #endif

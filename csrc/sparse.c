@@ -303,6 +303,22 @@ static void rows_task(void *arg, int k, int n_workers)
     }
 }
 
+/* The bytes a row-sparse step moves, as the pool's threshold counts them.
+ * The threshold is set for dense steps, which stream memory: one thread
+ * nearly saturates the bandwidth, so splitting pays only on long steps. Rows
+ * scattered over a large table wait on memory latency instead, and two
+ * threads keep twice as many misses in flight: on a 1,000,000 x 64 float32
+ * table here (python -m optimc bench --sections sparse, --threads 1 against
+ * --threads 2; docs/performance.md), Adagrad's step at 1,000 indices (1.2 MB
+ * moved) took 193 us on one thread and 69 us on two, where a dense step
+ * needs about 12 MiB to gain. So a row-sparse step's bytes count
+ * SPARSE_SPLIT_WEIGHT times (1,000 rows of 64 floats then split). */
+#define SPARSE_SPLIT_WEIGHT 16
+static size_t sparse_split_bytes(size_t bytes)
+{
+    return bytes > SIZE_MAX / SPARSE_SPLIT_WEIGHT ? SIZE_MAX : bytes * SPARSE_SPLIT_WEIGHT;
+}
+
 /* Elements of a dense tensor, split on 64-byte multiples; a tensor with
  * compressed state (state_dtype, kept by params of min_8bit_size and more
  * beside native ones) goes through its block wrapper, split on block edges,
@@ -377,9 +393,148 @@ void optimc_sparse_step(int algorithm, const optimc_hyper *groups, optimc_tensor
         for (int k = 0; k < OPTIMC_MAX_STATE; k++) n_state += x->state[k] != NULL;
         size_t elements = s ? s->n_unique * s->row_len : x->n;
         size_t bytes = elements * dtype_size(x->dtype) * (size_t)(3 + 2 * n_state);
+        if (s) bytes = sparse_split_bytes(bytes);
         apply_job job = {impl, alg, x, s, summed};
         optimc_task task = s || rowwise ? rows_task : dense_task;
         if (threads > 1 && bytes >= threshold) optimc_pool_run(task, &job, threads);
         else task(&job, 0, 1);
     }
+}
+
+/* ---- the floor: the least work of a row-sparse step ---- */
+
+/* The benchmark's floor of a row-sparse step (as optimc_stream is the dense
+ * step's roofline): every byte a step must move, with the least arithmetic.
+ * Each touched row of param and of every state buffer is read once, the
+ * row's grad added, and written back; the indices and values are read once. */
+
+typedef struct {
+    int dtype, n_state;
+    char *param;
+    char *const *state;
+    const optimc_sparse *s;   /* coalescing: the plan */
+    const int64_t *rows;      /* else: the checked indices, in position order */
+} floor_job;
+
+/* Row `row` of param and of every state buffer += g: one pass over the row
+ * for up to two state buffers (Adagrad's one, SparseAdam's two), as the
+ * rules' kernels make one. */
+#define DEFINE_FLOOR_ROW(T, name) \
+    static void name(const floor_job *job, size_t row, const void *grad, size_t len) \
+    { \
+        T *restrict p = (T *)job->param + row * len; \
+        const T *restrict g = grad; \
+        int n_state = job->n_state; \
+        T *restrict s0 = n_state > 0 ? (T *)job->state[0] + row * len : NULL; \
+        T *restrict s1 = n_state > 1 ? (T *)job->state[1] + row * len : NULL; \
+        if (n_state == 0) { \
+            for (size_t j = 0; j < len; j++) p[j] = p[j] + g[j]; \
+        } else if (n_state == 1) { \
+            for (size_t j = 0; j < len; j++) { T v = g[j]; p[j] = p[j] + v; s0[j] = s0[j] + v; } \
+        } else { \
+            for (size_t j = 0; j < len; j++) { \
+                T v = g[j]; p[j] = p[j] + v; s0[j] = s0[j] + v; s1[j] = s1[j] + v; \
+            } \
+            for (int b = 2; b < n_state; b++) { \
+                T *restrict sb = (T *)job->state[b] + row * len; \
+                for (size_t j = 0; j < len; j++) sb[j] = sb[j] + g[j]; \
+            } \
+        } \
+    }
+DEFINE_FLOOR_ROW(float, floor_row_f32)
+DEFINE_FLOOR_ROW(double, floor_row_f64)
+
+static void floor_row(const floor_job *job, size_t row, const void *g, size_t len, size_t row_bytes)
+{
+    (void)row_bytes;
+    if (job->dtype == OPTIMC_FLOAT32) floor_row_f32(job, row, g, len);
+    else floor_row_f64(job, row, g, len);
+}
+
+static void floor_prefetch(const floor_job *job, size_t row, size_t row_bytes)
+{
+    prefetch_lines(job->param + row * row_bytes, row_bytes, 1);
+    for (int b = 0; b < job->n_state; b++) prefetch_lines(job->state[b] + row * row_bytes, row_bytes, 1);
+}
+
+/* Coalesced: the planned rows [n·k/W, n·(k+1)/W), each summed (in position
+ * order) and then added, as rows_task walks them. */
+static void floor_sorted_task(void *arg, int k, int n_workers)
+{
+    const floor_job *job = arg;
+    const optimc_sparse *s = job->s;
+    size_t n = s->n_unique, len = s->row_len, row_bytes = len * dtype_size(job->dtype);
+    size_t lo = n * (size_t)k / (size_t)n_workers, hi = n * (size_t)(k + 1) / (size_t)n_workers;
+    for (size_t r = lo; r < hi; r++) {
+        if (r + PREFETCH_AHEAD < hi) {
+            floor_prefetch(job, (size_t)s->rows[r + PREFETCH_AHEAD], row_bytes);
+            prefetch_grad(s, r + PREFETCH_AHEAD, row_bytes, 0);
+        }
+        sum_row(s, r, job->dtype);
+        floor_row(job, (size_t)s->rows[r], s->grad[r], len, row_bytes);
+    }
+}
+
+/* Not coalesced: every position in order, each added to its row; worker k of
+ * W owns the rows [n_rows·k/W, n_rows·(k+1)/W), so that a row's positions
+ * are added by one worker, in order. */
+static void floor_unsorted_task(void *arg, int k, int n_workers)
+{
+    const floor_job *job = arg;
+    const optimc_sparse *s = job->s;
+    size_t len = s->row_len, row_bytes = len * dtype_size(job->dtype), n = s->nnz;
+    uint64_t lo = (uint64_t)s->n_rows * (uint64_t)k / (uint64_t)n_workers;
+    uint64_t hi = (uint64_t)s->n_rows * (uint64_t)(k + 1) / (uint64_t)n_workers;
+    const char *values = s->values;
+    for (size_t i = 0; i < n; i++) {
+        if (i + PREFETCH_AHEAD < n) {
+            uint64_t ahead = (uint64_t)job->rows[i + PREFETCH_AHEAD];
+            if (ahead >= lo && ahead < hi) {
+                floor_prefetch(job, (size_t)ahead, row_bytes);
+                prefetch_lines(values + (i + PREFETCH_AHEAD) * row_bytes, row_bytes, 0);
+            }
+        }
+        uint64_t row = (uint64_t)job->rows[i];
+        if (row >= lo && row < hi) floor_row(job, (size_t)row, values + i * row_bytes, len, row_bytes);
+    }
+}
+
+int optimc_sparse_floor(int dtype, void *param, void *const *state, int n_state, optimc_sparse *s,
+                        int coalesce, size_t *bad)
+{
+    size_t n = s->nnz, isz = dtype_size(dtype);
+    floor_job job = {dtype, n_state, param, (char *const *)state, s, NULL};
+    int64_t *rows = NULL;
+    size_t touched = n;
+    if (coalesce) {
+        int rc = optimc_sparse_plan(s, dtype, bad);
+        if (rc) return rc;
+        touched = s->n_unique;
+    } else if (n) {
+        /* the indices read once and checked, as a plan reads them */
+        rows = malloc(sizeof(int64_t) * n);
+        if (!rows) return OPTIMC_SPARSE_NO_MEMORY;
+        for (size_t i = 0; i < n; i++) {
+            int64_t r = s->index_bytes == 4 ? (int64_t)((const int32_t *)s->indices)[i]
+                                            : ((const int64_t *)s->indices)[i];
+            if (r < 0 || (uint64_t)r >= (uint64_t)s->n_rows) {
+                free(rows);
+                *bad = i;
+                return OPTIMC_SPARSE_BAD_INDEX;
+            }
+            rows[i] = r;
+        }
+        job.rows = rows;
+    }
+    if (touched) {
+        /* the step's rule for splitting over the pool: its bytes against the threshold */
+        int threads = optimc_get_num_threads();
+        size_t bytes = sparse_split_bytes(touched * s->row_len * isz * (size_t)(3 + 2 * n_state));
+        optimc_task task = coalesce ? floor_sorted_task : floor_unsorted_task;
+        if (threads > 1 && bytes >= optimc_get_thread_threshold()) optimc_pool_run(task, &job, threads);
+        else task(&job, 0, 1);
+    }
+    if (coalesce) optimc_sparse_free(s);
+    free(rows);
+    return 0;
 }

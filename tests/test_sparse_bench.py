@@ -43,3 +43,117 @@ def test_sparse_section_checks_every_implementation():
 def test_cli_knows_the_sparse_section():
     args = cli.build_parser().parse_args(["--sections", "sparse", "--quick"])
     assert args.sections == ["sparse"]
+
+
+# ---- the floor: _core.sparse_floor touches exactly the given rows ----
+
+def _floor_case(dtype, index_dtype, n_rows=500, nnz=300, seed=1):
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n_rows // 3, nnz).astype(index_dtype)    # many repeats, a third of the rows
+    # small integers: every sum is exact in any order, so the expected result is exact
+    values = rng.integers(-8, 9, (nnz, 4)).astype(dtype)
+    param = rng.integers(-100, 100, (n_rows, 4)).astype(dtype)
+    states = [rng.integers(-100, 100, (n_rows, 4)).astype(dtype) for _ in range(2)]
+    return idx, values, param, states
+
+
+def _expected(base, idx, values):
+    out = base.copy()
+    np.add.at(out, idx.astype(np.int64), values)      # each given row + the sum of its values
+    return out
+
+
+@pytest.mark.parametrize("coalesce", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_floor_touches_exactly_the_given_rows(coalesce, dtype, index_dtype, threads):
+    import optimc
+    from optimc import _core
+    idx, values, param, states = _floor_case(dtype, index_dtype)
+    p0, s0 = param.copy(), [s.copy() for s in states]
+    saved = _core.config()
+    try:
+        optimc.set_num_threads(threads)
+        _core.set_thread_threshold(0)                  # split over the pool even this small step
+        _core.sparse_floor(param, states, idx, values, coalesce)
+    finally:
+        optimc.set_num_threads(saved["num_threads"])
+        _core.set_thread_threshold(saved["thread_threshold"])
+    touched = np.zeros(len(param), bool)
+    touched[idx] = True
+    for got, before in [(param, p0)] + list(zip(states, s0)):
+        want = _expected(before, idx, values)
+        assert np.array_equal(got, want)
+        # untouched rows: bit-unchanged (also the NaN-free compare above); touched rows changed
+        assert np.array_equal(got[~touched].view(np.uint8), before[~touched].view(np.uint8))
+    changed = np.any(param != p0, axis=1)
+    sums = np.zeros_like(param)
+    np.add.at(sums, idx.astype(np.int64), values)
+    assert np.array_equal(changed, touched & np.any(sums != 0, axis=1))
+
+
+def test_floor_with_no_state_empty_grad_and_nan_rows():
+    from optimc import _core
+    p = np.arange(12.0, dtype=np.float32).reshape(6, 2)
+    p[4] = np.nan                                       # an untouched NaN row stays the same NaN bits
+    before = p.copy()
+    _core.sparse_floor(p, [], np.array([], np.int64), np.zeros((0, 2), np.float32), True)
+    assert np.array_equal(p.view(np.uint32), before.view(np.uint32))
+    _core.sparse_floor(p, [], np.array([1, 1], np.int64), np.ones((2, 2), np.float32), False)
+    want = before.copy()
+    want[1] += 2
+    assert np.array_equal(p.view(np.uint32), want.view(np.uint32))
+
+
+def test_floor_refuses_bad_input_before_writing():
+    from optimc import _core
+    p = np.zeros((5, 3))
+    s = np.zeros((5, 3))
+    v = np.ones((2, 3))
+    with pytest.raises(ValueError, match=r"indices\[1\] is 5, out of range"):
+        _core.sparse_floor(p, [s], np.array([0, 5]), v, True)
+    with pytest.raises(ValueError, match=r"indices\[0\] is -1"):
+        _core.sparse_floor(p, [s], np.array([-1, 0]), v, False)
+    with pytest.raises(TypeError, match="values: expected the param's dtype"):
+        _core.sparse_floor(p, [s], np.array([0, 1]), v.astype(np.float32), True)
+    with pytest.raises(ValueError, match="one row of the param per index"):
+        _core.sparse_floor(p, [s], np.array([0, 1, 2]), v, True)
+    with pytest.raises(ValueError, match=r"states\[0\]: expected an array of the param's shape"):
+        _core.sparse_floor(p, [np.zeros((4, 3))], np.array([0, 1]), v, True)
+    with pytest.raises(ValueError, match="shares memory"):
+        _core.sparse_floor(p, [p[:]], np.array([0, 1]), v, True)
+    with pytest.raises(ValueError, match="values: shares memory"):
+        _core.sparse_floor(p, [s], np.array([0, 1]), p[:2], True)
+    with pytest.raises(TypeError, match="indices"):
+        _core.sparse_floor(p, [s], np.array([0.0, 1.0]), v, True)
+    with pytest.raises(ValueError, match="read-only"):
+        ro = np.zeros((5, 3))
+        ro.flags.writeable = False
+        _core.sparse_floor(ro, [s], np.array([0, 1]), v, True)
+    assert not p.any() and not s.any()
+
+
+def test_section_reports_the_floor():
+    import optimc
+    from optimc import _core
+    saved = _core.config()
+    try:
+        optimc.set_num_threads(2)
+        s = sparse_section(TINY, None, seed=0, n_rows=3000, sizes=(50, 400))
+        # the floors' runners set the pool; the section's settings are back after each row
+        assert optimc.get_num_threads() == 2
+        assert _core.config()["thread_threshold"] == saved["thread_threshold"]
+    finally:
+        optimc.set_num_threads(saved["num_threads"])
+    for r in s["rows"]:
+        floors = {k: v for k, v in r["seconds_per_step"].items() if k.startswith("floor ")}
+        # sorted and unsorted, on one thread and on the section's two, in every row
+        assert set(floors) == {"floor sorted/1", "floor unsorted/1", "floor sorted/2", "floor unsorted/2"}
+        assert r["floor"] in floors and r["floor_seconds"] == min(floors.values())
+        assert set(r["seconds_per_step_min"]) == set(r["seconds_per_step"])
+        assert all(r["seconds_per_step_min"][k] <= v for k, v in r["seconds_per_step"].items())
+        assert r["floor_x_numpy"] == pytest.approx(r["seconds_per_step"][r["best_numpy"]] / r["floor_seconds"])
+    text = format_sparse(s)
+    assert "floor = the least work of the step" in text and "x floor" in text
+    assert "floor sorted/1" not in text and "sorted/1" in text

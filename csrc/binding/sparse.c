@@ -1,7 +1,9 @@
 /* sparse.c (binding) — the SparseGrad type, its checks inside a step and the
- * plans the kernels use (csrc/sparse.c). Everything here runs with the GIL
- * held, except sparse_run, which calls only C. */
+ * plans the kernels use (csrc/sparse.c), and the benchmark's floor of a
+ * row-sparse step. Everything here runs with the GIL held, except sparse_run
+ * and the floor's kernel, which call only C on arrays held for the call. */
 #include "binding.h"
+#include "pool.h"
 #include <string.h>
 
 typedef struct {
@@ -358,9 +360,118 @@ static PyObject *mod_coalesce(PyObject *m, PyObject *arg)
     return Py_BuildValue("NN", rows, vals);
 }
 
+/* Whether [a, a + na) and [b, b + nb) share a byte. */
+static int overlaps(const void *a, size_t na, const void *b, size_t nb)
+{
+    const char *x = a, *y = b;
+    return na && nb && x < y + nb && y < x + na;
+}
+
+#define FLOOR_MAX_STATE 4
+
+/* sparse_floor(param, states, indices, values, coalesce): the least work of a
+ * row-sparse step (csrc/sparse.c, optimc_sparse_floor): each given row of
+ * param and of every state array += its values. The benchmark's floor. */
+static PyObject *mod_sparse_floor(PyObject *m, PyObject *args)
+{
+    (void)m;
+    PyObject *param, *states, *indices, *values;
+    int coalesce;
+    if (!PyArg_ParseTuple(args, "OO!OOp:sparse_floor", &param, &PyList_Type, &states, &indices, &values, &coalesce))
+        return NULL;
+    int dtype, vdtype, bytes;
+    array_problem pr = array_check(param, 1, &dtype);
+    if (pr != ARRAY_OK) {
+        PyObject *lab = PyUnicode_FromString("sparse_floor: param");
+        if (lab) array_raise(pr, param, lab);
+        Py_XDECREF(lab);
+        return NULL;
+    }
+    PyArrayObject *p = (PyArrayObject *)param;
+    if (PyArray_NDIM(p) < 1)
+        return PyErr_Format(PyExc_ValueError, "sparse_floor: param: expected rows along axis 0 (ndim >= 1)");
+    Py_ssize_t n_state = PyList_GET_SIZE(states);
+    if (n_state > FLOOR_MAX_STATE)
+        return PyErr_Format(PyExc_ValueError, "sparse_floor: states: expected at most %d arrays, got %zd",
+                            FLOOR_MAX_STATE, n_state);
+    PyObject *held[FLOOR_MAX_STATE];
+    void *ptrs[FLOOR_MAX_STATE];
+    size_t nbytes = (size_t)PyArray_NBYTES(p);
+    for (Py_ssize_t b = 0; b < n_state; b++) {
+        held[b] = PyList_GET_ITEM(states, b);
+        int sd;
+        pr = array_check(held[b], 1, &sd);
+        if (pr != ARRAY_OK || sd != dtype || !PyArray_SAMESHAPE((PyArrayObject *)held[b], p)) {
+            PyObject *lab = PyUnicode_FromFormat("sparse_floor: states[%zd]", b);
+            if (lab && pr != ARRAY_OK) array_raise(pr, held[b], lab);
+            else if (lab) PyErr_Format(PyExc_ValueError, "%U: expected an array of the param's shape and dtype", lab);
+            Py_XDECREF(lab);
+            return NULL;
+        }
+        ptrs[b] = PyArray_DATA((PyArrayObject *)held[b]);
+        int clash = overlaps(ptrs[b], nbytes, PyArray_DATA(p), nbytes);
+        for (Py_ssize_t c = 0; c < b && !clash; c++) clash = overlaps(ptrs[b], nbytes, ptrs[c], nbytes);
+        if (clash)
+            return PyErr_Format(PyExc_ValueError, "sparse_floor: states[%zd]: shares memory with the param "
+                                "or another state array", b);
+    }
+    PyObject *exc;
+    const char *why = index_problem(indices, &bytes, &exc);
+    if (why) return PyErr_Format(exc, "sparse_floor: indices: %s", why);
+    pr = array_check(values, 0, &vdtype);
+    if (pr == ARRAY_OK && vdtype != dtype)
+        return PyErr_Format(PyExc_TypeError, "sparse_floor: values: expected the param's dtype %s",
+                            dtype_name(dtype));
+    if (pr != ARRAY_OK) {
+        PyObject *lab = PyUnicode_FromString("sparse_floor: values");
+        if (lab) array_raise(pr, values, lab);
+        Py_XDECREF(lab);
+        return NULL;
+    }
+    PyArrayObject *idx = (PyArrayObject *)indices, *v = (PyArrayObject *)values;
+    npy_intp nnz = PyArray_DIM(idx, 0);
+    int same = PyArray_NDIM(v) == PyArray_NDIM(p) && PyArray_DIM(v, 0) == nnz;
+    for (int k = 1; same && k < PyArray_NDIM(p); k++) same = PyArray_DIM(v, k) == PyArray_DIM(p, k);
+    if (!same)
+        return PyErr_Format(PyExc_ValueError, "sparse_floor: values: expected one row of the param per index");
+    size_t vbytes = (size_t)PyArray_NBYTES(v);
+    int clash = overlaps(PyArray_DATA(v), vbytes, PyArray_DATA(p), nbytes);
+    for (Py_ssize_t b = 0; b < n_state && !clash; b++) clash = overlaps(PyArray_DATA(v), vbytes, ptrs[b], nbytes);
+    if (clash) return PyErr_Format(PyExc_ValueError, "sparse_floor: values: shares memory with an array it writes");
+    optimc_sparse s;
+    memset(&s, 0, sizeof s);
+    s.indices = PyArray_DATA(idx);
+    s.index_bytes = bytes;
+    s.nnz = (size_t)nnz;
+    s.values = PyArray_DATA(v);
+    s.n_rows = (size_t)PyArray_DIM(p, 0);
+    s.row_len = s.n_rows ? (size_t)PyArray_SIZE(p) / s.n_rows : 0;
+    /* the states list may change while the GIL is released: its arrays are held */
+    for (Py_ssize_t b = 0; b < n_state; b++) Py_INCREF(held[b]);
+    size_t bad = 0;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    optimc_fork_guard_enter();
+    rc = optimc_sparse_floor(dtype, PyArray_DATA(p), ptrs, (int)n_state, &s, coalesce, &bad);
+    optimc_fork_guard_leave();
+    Py_END_ALLOW_THREADS
+    for (Py_ssize_t b = 0; b < n_state; b++) Py_DECREF(held[b]);
+    if (rc == OPTIMC_SPARSE_NO_MEMORY) return PyErr_NoMemory();
+    if (rc == OPTIMC_SPARSE_BAD_INDEX) {
+        long long value = bytes == 4 ? (long long)((const int32_t *)s.indices)[bad]
+                                     : (long long)((const int64_t *)s.indices)[bad];
+        return PyErr_Format(PyExc_ValueError, "sparse_floor: indices[%zu] is %lld, out of range for a param "
+                            "with %zu rows", bad, value, s.n_rows);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef sparse_methods[] = {
     {"coalesce", mod_coalesce, METH_O,
      "coalesce(grad: SparseGrad) -> (rows, values): distinct rows ascending, repeats summed in order."},
+    {"sparse_floor", mod_sparse_floor, METH_VARARGS,
+     "sparse_floor(param, states, indices, values, coalesce): the benchmark's floor of a row-sparse step:\n"
+     "each given row of param and of every state array += its values (coalesce: sorted and summed first)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -14,6 +14,13 @@ repeats within one ``+=``, so it is exact and fast), then gather the rows with
 ``np.take``, update them with in-place ufuncs and scatter them back. Every implementation is checked against optimc's
 result first. A last line times optimc's 10,000-index step on a table a tenth
 the size: a step's cost should follow the rows it touches, not the table.
+
+Each row also times the step's floor (``floor_runners``): the least work any
+implementation of that step must do, in C with no Python in the loop -- read
+the indices and values, read and write the touched rows of the param and of
+the optimizer's state buffers (1 for Adagrad, 2 for SparseAdam), with a single
+add as arithmetic -- with and without coalescing, on one thread and on all.
+Best NumPy / floor bounds the speedup any implementation can show here.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from typing import List, Optional
 
 import numpy as np
 
-from .timing import calls, measure
+from .. import _core
+from .timing import measure, with_threads
 
 __all__ = ["sparse_section", "format_sparse", "SPARSE_OPTIMIZERS"]
 
@@ -165,7 +173,7 @@ def _torch(name, table, torch):
     return step
 
 
-def run_sparse(name, n_rows, nnz, prof, torch, seed) -> dict:
+def run_sparse(name, n_rows, nnz, prof, torch, seed, floor=True) -> dict:
     rng = np.random.default_rng(seed)
     table0 = rng.standard_normal((n_rows, DIM), dtype=np.float32)
     batches = make_batches(rng, n_rows, nnz)
@@ -184,14 +192,60 @@ def run_sparse(name, n_rows, nnz, prof, torch, seed) -> dict:
     for label in steps:
         if label != "optimc":
             checks[label] = _check(impls[label], impls["optimc"])
-    timed = measure({k: _cycle(s, batches) for k, s in steps.items()}, prof["sample_time"],
-                    prof["case_time"], prof["min_rounds"], prof["max_rounds"])
+    runners = {k: _cycle(s, batches) for k, s in steps.items()}
+    floors = {}
+    if floor:
+        # every runner sets the pool as it needs it: optimc's step as the section runs it
+        import optimc
+        n_threads, threshold = optimc.get_num_threads(), _core.config()["thread_threshold"]
+        runners["optimc"] = with_threads(n_threads, threshold, runners["optimc"])
+        floors = floor_runners(name, table0, batches, n_threads, threshold)
+        runners.update(floors)
+    try:
+        timed = measure(runners, prof["sample_time"], prof["case_time"], prof["min_rounds"], prof["max_rounds"])
+    finally:
+        if floor:   # the floors' runners set the pool: back to the section's settings
+            optimc.set_num_threads(n_threads)
+            _core.set_thread_threshold(threshold)
     sec = {k: v["median"] for k, v in timed.items()}
     numpy_best = min((k for k in sec if k.startswith("numpy")), key=lambda k: sec[k])
-    return dict(optimizer=name, n_rows=n_rows, dim=DIM, indices=nnz, dtype="float32",
-                seconds_per_step=sec, checks=checks, best_numpy=numpy_best,
-                x_numpy=sec[numpy_best] / sec["optimc"],
-                x_torch=(sec["torch"] / sec["optimc"]) if "torch" in sec else None)
+    out = dict(optimizer=name, n_rows=n_rows, dim=DIM, indices=nnz, dtype="float32",
+               seconds_per_step=sec, checks=checks, best_numpy=numpy_best,
+               # the fastest sample of each: on a busy machine, the least disturbed
+               seconds_per_step_min={k: v["min"] for k, v in timed.items()},
+               x_numpy=sec[numpy_best] / sec["optimc"],
+               x_torch=(sec["torch"] / sec["optimc"]) if "torch" in sec else None)
+    if floors:
+        best = min(floors, key=lambda k: sec[k])
+        out.update(floor=best, floor_seconds=sec[best], floor_x_numpy=sec[numpy_best] / sec[best],
+                   optimc_over_floor=sec["optimc"] / sec[best])
+    return out
+
+
+#: state arrays per row of the table: what a step must read and write besides the param
+STATE_BUFFERS = {"Adagrad": 1, "SparseAdam": 2}
+
+
+def floor_runners(name, table0, batches, n_threads: int, threshold: int) -> dict:
+    """The floor of the step (``_core.sparse_floor``, C): the same indices and values,
+    the touched rows of a copy of the table and of as many state arrays as ``name``
+    keeps read, the grad added, written back; with the step's coalescing ("sorted":
+    a stable sort, each distinct row once) and without ("unsorted": position by
+    position). On one thread, and on ``n_threads`` forced (threshold 0) when more.
+    Keys: "floor sorted/1", "floor unsorted/1", ... The state arrays are written
+    once first, so that no step pays a page's first touch."""
+    p = table0.copy()
+    states = [np.empty_like(table0) for _ in range(STATE_BUFFERS[name])]
+    for s in states:
+        s.fill(0.0)
+    counts = [1] + ([n_threads] if n_threads > 1 else [])
+    out = {}
+    for coalesce, label in ((True, "sorted"), (False, "unsorted")):
+        def step(idx, values, coalesce=coalesce):
+            _core.sparse_floor(p, states, idx, values, coalesce)
+        for nt in counts:
+            out[f"floor {label}/{nt}"] = with_threads(nt, threshold if nt == 1 else 0, _cycle(step, batches))
+    return out
 
 
 def sparse_section(prof, torch, seed, quick=False, optimizers=SPARSE_OPTIMIZERS,
@@ -204,7 +258,7 @@ def sparse_section(prof, torch, seed, quick=False, optimizers=SPARSE_OPTIMIZERS,
     scale = []
     for name in optimizers:
         big = next(r for r in rows if r["optimizer"] == name and r["indices"] == sizes[-1])
-        r = run_sparse(name, small, sizes[-1], prof, None, seed)
+        r = run_sparse(name, small, sizes[-1], prof, None, seed, floor=False)
         scale.append(dict(optimizer=name, indices=sizes[-1], small_rows=small, big_rows=n_rows,
                           small_seconds=r["seconds_per_step"]["optimc"],
                           big_seconds=big["seconds_per_step"]["optimc"]))
@@ -224,15 +278,30 @@ def format_sparse(s: dict) -> str:
              f"({s['repeat_fraction']:.0%} of each batch's indices repeat others); microseconds "
              f"per step (median); '!' = result differs from optimc",
              f"  {'optimizer':<11}{'indices':>8}{'optimc':>9}{'numpy':>9}{'torch':>9}"
-             f"{'x numpy':>9}{'x torch':>9}  best numpy"]
+             f"{'x numpy':>9}{'x torch':>9}{'floor':>9}{'floor':>8}  best numpy",
+             f"  {'':<11}{'':>8}{'':>9}{'':>9}{'':>9}{'':>9}{'':>9}{'':>9}{'x numpy':>8}"]
     for r in rows:
         sec, bad = r["seconds_per_step"], {k for k, ok in r["checks"].items() if not ok}
         mark = lambda k: "!" if k in bad else ""   # noqa: E731
+        has_floor = r.get("floor") is not None
         lines.append(f"  {r['optimizer']:<11}{r['indices']:>8}{_us(sec['optimc']):>9}"
                      f"{_us(sec[r['best_numpy']]) + mark(r['best_numpy']):>9}"
                      f"{_us(sec.get('torch')) + mark('torch'):>9}{r['x_numpy']:>8.1f}x"
                      + (f"{r['x_torch']:>8.1f}x" if r["x_torch"] is not None else f"{'-':>9}")
+                     + (f"{_us(r['floor_seconds']):>9}{r['floor_x_numpy']:>7.1f}x" if has_floor
+                        else f"{'-':>9}{'-':>8}")
                      + f"  {r['best_numpy']}")
+    floored = [r for r in rows if r.get("floor") is not None]
+    if floored:
+        lines.append("  floor = the least work of the step (C, _core.sparse_floor: the touched rows of the "
+                     "param and of its state read, the grad added, written back), the fastest of "
+                     "(sorted/unsorted) x (threads); 'floor x numpy' = best NumPy / floor, the most "
+                     "any implementation could reach here:")
+        for r in floored:
+            sec = r["seconds_per_step"]
+            parts = ", ".join(f"{k[len('floor '):]} {_us(sec[k])}" for k in sec if k.startswith("floor "))
+            lines.append(f"    {r['optimizer']} {r['indices']}: {parts} us; optimc = "
+                         f"{r['optimc_over_floor']:.2f} x floor")
     for c in s["scale"]:
         lines.append(f"  {c['optimizer']} at {c['indices']:,} indices: {_us(c['small_seconds'])} us "
                      f"on {c['small_rows']:,} rows, {_us(c['big_seconds'])} us on {c['big_rows']:,} "
