@@ -43,6 +43,6 @@ static void SFX(adadelta_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
     const SFX(adadelta_coef) c = *(const SFX(adadelta_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    for (size_t i = lo; i < hi; i++) SFX(adadelta_update)(&c, &p[i], g[i], &s0[i], &s1[i]);
+    OPTIMC_LOOP(x, lo, hi, 0x3, SFX(adadelta_update)(&c, &p[i], g[i], &S0, &S1));
 }
 #endif

@@ -40,6 +40,6 @@ static void SFX(adagrad_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
     const SFX(adagrad_coef) c = *(const SFX(adagrad_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    for (size_t i = lo; i < hi; i++) SFX(adagrad_update)(&c, &p[i], g[i], &s0[i]);
+    OPTIMC_LOOP(x, lo, hi, 0x1, SFX(adagrad_update)(&c, &p[i], g[i], &S0));
 }
 #endif

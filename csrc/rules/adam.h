@@ -54,8 +54,8 @@ static void SFX(adam_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
     const SFX(adam_coef) c = *(const SFX(adam_coef) *)x->coef;
     OPTIMC_PTRS(x);
     if (c.amsgrad)
-        for (size_t i = lo; i < hi; i++) SFX(adam_update)(&c, &p[i], g[i], &s0[i], &s1[i], &s2[i]);
+        OPTIMC_LOOP(x, lo, hi, 0x7, SFX(adam_update)(&c, &p[i], g[i], &S0, &S1, &S2));
     else
-        for (size_t i = lo; i < hi; i++) SFX(adam_update)(&c, &p[i], g[i], &s0[i], &s1[i], NULL);
+        OPTIMC_LOOP(x, lo, hi, 0x3, SFX(adam_update)(&c, &p[i], g[i], &S0, &S1, NULL));
 }
 #endif

@@ -41,6 +41,6 @@ static void SFX(adamax_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
     const SFX(adamax_coef) c = *(const SFX(adamax_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    for (size_t i = lo; i < hi; i++) SFX(adamax_update)(&c, &p[i], g[i], &s0[i], &s1[i]);
+    OPTIMC_LOOP(x, lo, hi, 0x3, SFX(adamax_update)(&c, &p[i], g[i], &S0, &S1));
 }
 #endif

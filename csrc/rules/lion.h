@@ -44,6 +44,6 @@ static void SFX(lion_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
     const SFX(lion_coef) c = *(const SFX(lion_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    for (size_t i = lo; i < hi; i++) SFX(lion_update)(&c, &p[i], g[i], &s0[i]);
+    OPTIMC_LOOP(x, lo, hi, 0x1, SFX(lion_update)(&c, &p[i], g[i], &S0));
 }
 #endif

@@ -49,6 +49,6 @@ static void SFX(nadam_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
     const SFX(nadam_coef) c = *(const SFX(nadam_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    for (size_t i = lo; i < hi; i++) SFX(nadam_update)(&c, &p[i], g[i], &s0[i], &s1[i]);
+    OPTIMC_LOOP(x, lo, hi, 0x3, SFX(nadam_update)(&c, &p[i], g[i], &S0, &S1));
 }
 #endif

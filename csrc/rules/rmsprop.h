@@ -61,12 +61,12 @@ static void SFX(rmsprop_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
     const SFX(rmsprop_coef) c = *(const SFX(rmsprop_coef) *)x->coef;
     OPTIMC_PTRS(x);
     if (c.centered && c.use_momentum)
-        for (size_t i = lo; i < hi; i++) SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], &s1[i], &s2[i]);
+        OPTIMC_LOOP(x, lo, hi, 0x7, SFX(rmsprop_update)(&c, &p[i], g[i], &S0, &S1, &S2));
     else if (c.centered)
-        for (size_t i = lo; i < hi; i++) SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], NULL, &s2[i]);
+        OPTIMC_LOOP(x, lo, hi, 0x5, SFX(rmsprop_update)(&c, &p[i], g[i], &S0, NULL, &S2));
     else if (c.use_momentum)
-        for (size_t i = lo; i < hi; i++) SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], &s1[i], NULL);
+        OPTIMC_LOOP(x, lo, hi, 0x3, SFX(rmsprop_update)(&c, &p[i], g[i], &S0, &S1, NULL));
     else
-        for (size_t i = lo; i < hi; i++) SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], NULL, NULL);
+        OPTIMC_LOOP(x, lo, hi, 0x1, SFX(rmsprop_update)(&c, &p[i], g[i], &S0, NULL, NULL));
 }
 #endif

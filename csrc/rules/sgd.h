@@ -51,8 +51,8 @@ static void SFX(sgd_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
     const SFX(sgd_coef) c = *(const SFX(sgd_coef) *)x->coef;
     OPTIMC_PTRS(x);
     if (c.use_momentum)
-        for (size_t i = lo; i < hi; i++) SFX(sgd_update)(&c, &p[i], g[i], &s0[i]);
+        OPTIMC_LOOP(x, lo, hi, 0x1, SFX(sgd_update)(&c, &p[i], g[i], &S0));
     else
-        for (size_t i = lo; i < hi; i++) SFX(sgd_update)(&c, &p[i], g[i], NULL);
+        OPTIMC_LOOP(x, lo, hi, 0x0, SFX(sgd_update)(&c, &p[i], g[i], NULL));
 }
 #endif
