@@ -231,10 +231,23 @@ static inline void optimc_q8_decode(const optimc_qmap *m, const uint8_t *restric
 {
     size_t i = 0;
 #if defined(__AVX512F__)
+    /* the map in 16 registers: each two-table permute reads 32 entries (code
+     * bits 0-4), and bits 5-7 pick among the eight results; measured faster
+     * here (AMD Zen 4) than a 16-lane gather */
     const __m512 scale16 = _mm512_set1_ps(absmax);
+    __m512 map[16];
+    for (int j = 0; j < 16; j++) map[j] = _mm512_loadu_ps(m->code + 16 * j);
+    const __m512i bit5 = _mm512_set1_epi32(32), bit6 = _mm512_set1_epi32(64), bit7 = _mm512_set1_epi32(128);
     for (; i + 16 <= n; i += 16) {
         __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + i)));
-        _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_i32gather_ps(c, (const void *)m->code, 4), scale16));
+        __mmask16 k5 = _mm512_test_epi32_mask(c, bit5), k6 = _mm512_test_epi32_mask(c, bit6),
+                  k7 = _mm512_test_epi32_mask(c, bit7);
+        __m512 r[8];
+        for (int j = 0; j < 8; j++) r[j] = _mm512_permutex2var_ps(map[2 * j], c, map[2 * j + 1]);
+        __m512 s0 = _mm512_mask_blend_ps(k5, r[0], r[1]), s1 = _mm512_mask_blend_ps(k5, r[2], r[3]);
+        __m512 s2 = _mm512_mask_blend_ps(k5, r[4], r[5]), s3 = _mm512_mask_blend_ps(k5, r[6], r[7]);
+        __m512 t0 = _mm512_mask_blend_ps(k6, s0, s1), t1 = _mm512_mask_blend_ps(k6, s2, s3);
+        _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_mask_blend_ps(k7, t0, t1), scale16));
     }
 #endif
 #if defined(__AVX2__) && defined(__FMA__)
