@@ -91,9 +91,6 @@ static inline void SFX(moments_update)(const SFX(moments_coef) *c, T g, T *exp_a
  * 8 bits: with its absmax afresh; quantize.h). Each step is a plain loop of
  * one type, so each vectorizes, and the block stays in L1. */
 #ifndef OPTIMC_LOOP
-#ifndef OPTIMC_BF16_CHUNK
-#define OPTIMC_BF16_CHUNK 256
-#endif
 #define OPTIMC_LOOP(x, lo, hi, MASK, ...) do { \
         if ((x)->state_format == OPTIMC_STATE_NATIVE) { \
             OPTIMC_LOOP_(lo, hi, MASK, OPTIMC_NATIVE_AT_, __VA_ARGS__) \
@@ -103,9 +100,8 @@ static inline void SFX(moments_update)(const SFX(moments_coef) *c, T g, T *exp_a
             _Alignas(64) T blk_[OPTIMC_MAX_STATE][OPTIMC_QBLOCK]; \
             for (int k_ = 0; eight_ && k_ < OPTIMC_MAX_STATE; k_++) \
                 if ((MASK) >> k_ & 1) q_[k_] = optimc_qmap_get((x)->state_signed >> k_ & 1u); \
-            size_t step_ = eight_ ? OPTIMC_QBLOCK : OPTIMC_BF16_CHUNK; \
-            for (size_t b_ = (lo); b_ < (hi); b_ += step_) { \
-                size_t n_ = (hi) - b_ < step_ ? (hi) - b_ : step_; \
+            for (size_t b_ = (lo); b_ < (hi); b_ += OPTIMC_QBLOCK) { \
+                size_t n_ = (hi) - b_ < OPTIMC_QBLOCK ? (hi) - b_ : OPTIMC_QBLOCK; \
                 for (int k_ = 0; k_ < OPTIMC_MAX_STATE; k_++) \
                     if ((MASK) >> k_ & 1) SFX(lowprec_decode)(x, k_, q_[k_], b_, n_, blk_[k_]); \
                 OPTIMC_LOOP_(b_, b_ + n_, MASK, OPTIMC_BLOCK_AT_, __VA_ARGS__) \
