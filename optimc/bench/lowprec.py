@@ -18,7 +18,7 @@ import numpy as np
 from .timing import calls, measure
 
 __all__ = ["lowprec_section", "format_lowprec", "lowprec_markdown", "lowprec_loss_curves",
-           "format_loss_curves", "plot_loss_curves"]
+           "format_loss_curves", "plot_loss_curves", "lowprec_floor", "format_lowprec_floor"]
 
 STATE_DTYPES = (None, "bfloat16", "8bit")
 
@@ -115,6 +115,62 @@ def lowprec_markdown(s: Optional[dict]) -> List[str]:
     out += ["| " + " | ".join(r) + " |" for r in _rows(s)]
     out += [f"{name}: not run ({why})." for name, why in s["skipped"].items()]
     return out + [""]
+
+
+# ---- the floor: the same steps in cache, and the memory roofline of each storage ----
+
+# Bytes per element one Adam step must move, as (read-write, read-only) byte
+# counts each way: param rw 4 + grad r 4 + two moments rw in the storage's size
+# (8-bit block scales, 8 bytes per 256 elements, left out).
+ADAM_TRAFFIC = {None: (12, 4), "bfloat16": (8, 4), "8bit": (6, 4)}
+
+
+def _stream_runner(n: int, read_write: int, read_only: int):
+    """The roofline (``_core.stream``, optimc's least-arithmetic kernel) over the
+    bytes an Adam step moves on ``n`` elements: float32 arrays of n/2 elements,
+    each read-write one standing for 2 bytes per element moved each way, each
+    read-only one for 2 bytes read."""
+    from .. import _core
+    from .timing import calls
+    half = max(1, n // 2)
+    arrays = [np.ones(half, np.float32) for _ in range(read_write // 2)]
+    arrays += [np.zeros(half, np.float32) for _ in range(read_only // 2)]
+    return calls(_core.stream, arrays, read_write // 2)
+
+
+def lowprec_floor(prof: dict, seed: int, n: int = 10 ** 7, n_cache: int = 2 ** 16) -> dict:
+    """What bounds the low-precision Adam steps (one thread; the caller sets it):
+    ns per element of the same optimc Adam steps on a param of ``n_cache``
+    elements (its state in cache: the arithmetic and the conversions, without
+    main-memory traffic) and of the streaming roofline over the bytes each
+    storage's step moves on ``n`` elements (the memory's share alone)."""
+    import optimc
+
+    rng = np.random.default_rng(seed)
+    runners, bytes_moved = {}, {}
+    p0 = rng.standard_normal(n_cache, dtype=np.float32)
+    g0 = rng.standard_normal(n_cache, dtype=np.float32)
+    for sd in STATE_DTYPES:
+        opt = optimc.Adam([p0.copy()], lr=1e-3, state_dtype=sd)
+        opt.step([g0])
+        runners[f"cached: {_label(sd)}"] = calls(opt.step, [g0])
+    for sd, (rw, ro) in ADAM_TRAFFIC.items():
+        name = f"roofline: bytes of Adam, state {sd or 'float32'}"
+        runners[name] = _stream_runner(n, rw, ro)
+        bytes_moved[name] = 2 * rw + ro
+    times = measure(runners, prof["sample_time"], prof["case_time"], prof["min_rounds"], prof["max_rounds"])
+    ns = {k: v["median"] / (n_cache if k.startswith("cached") else n) * 1e9 for k, v in times.items()}
+    return dict(n_elements=n, n_cache=n_cache, ns_per_element=ns, bytes_per_element=bytes_moved, times=times)
+
+
+def format_lowprec_floor(f: dict) -> str:
+    lines = [f"low precision, the floor: the same Adam steps on {f['n_cache']} elements (state in cache), "
+             f"and the one-thread streaming roofline over each storage's bytes on {f['n_elements']:.0e} "
+             "elements; ns per element (median)"]
+    for name, v in f["ns_per_element"].items():
+        b = f["bytes_per_element"].get(name)
+        lines.append(f"  {name:<42} {v:7.3f} ns" + (f"   ({b} B/element)" if b else ""))
+    return "\n".join(lines)
 
 
 # ---- the trade-off in training: loss curves of the three storages ----
