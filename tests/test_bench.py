@@ -127,7 +127,7 @@ def test_roofline_streams_pass_by_pass_over_shared_arrays():
     assert all(np.array_equal(a, b) for a, b in zip(reads, before))
 
 
-@pytest.mark.parametrize("n_arrays, n_write", [(2, 1), (3, 2), (3, 1), (4, 3), (4, 2), (5, 4),
+@pytest.mark.parametrize("n_arrays, n_write", [(2, 1), (3, 2), (3, 1), (4, 3), (4, 2), (5, 4), (5, 3),
                                                (5, 2), (6, 1)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_stream_adds_the_read_only_arrays_to_each_written_one(n_arrays, n_write, dtype):

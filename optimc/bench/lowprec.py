@@ -119,23 +119,22 @@ def lowprec_markdown(s: Optional[dict]) -> List[str]:
 
 # ---- the floor: the same steps in cache, and the memory roofline of each storage ----
 
-# Bytes per element one Adam step must move, as (read-write, read-only) byte
-# counts each way: param rw 4 + grad r 4 + two moments rw in the storage's size
-# (8-bit block scales, 8 bytes per 256 elements, left out).
-ADAM_TRAFFIC = {None: (12, 4), "bfloat16": (8, 4), "8bit": (6, 4)}
+# Bytes per element one Adam step must move: param read and written (4 + 4),
+# grad read (4), two moments read and written in the storage's size (8-bit block
+# scales, 8 bytes per 256 elements, left out). The roofline moves them as float32
+# arrays: (elements per param element, read-write arrays, read-only arrays), so
+# bytes = 4·fraction·(2·rw + r): 28, 20 and 16.
+ADAM_TRAFFIC = {None: (1.0, 3, 1), "bfloat16": (1.0, 2, 1), "8bit": (0.5, 3, 2)}
 
 
-def _stream_runner(n: int, read_write: int, read_only: int):
-    """The roofline (``_core.stream``, optimc's least-arithmetic kernel) over the
-    bytes an Adam step moves on ``n`` elements: float32 arrays of n/2 elements,
-    each read-write one standing for 2 bytes per element moved each way, each
-    read-only one for 2 bytes read."""
+def _stream_runner(n: int, fraction: float, read_write: int, read_only: int):
+    """The roofline (``_core.stream``, optimc's least-arithmetic kernel) over
+    read_write + read_only float32 arrays of fraction·n elements."""
     from .. import _core
-    from .timing import calls
-    half = max(1, n // 2)
-    arrays = [np.ones(half, np.float32) for _ in range(read_write // 2)]
-    arrays += [np.zeros(half, np.float32) for _ in range(read_only // 2)]
-    return calls(_core.stream, arrays, read_write // 2)
+    m = max(1, int(n * fraction))
+    arrays = [np.ones(m, np.float32) for _ in range(read_write)] + \
+        [np.zeros(m, np.float32) for _ in range(read_only)]
+    return calls(_core.stream, arrays, read_write)
 
 
 def lowprec_floor(prof: dict, seed: int, n: int = 10 ** 7, n_cache: int = 2 ** 16) -> dict:
@@ -154,10 +153,10 @@ def lowprec_floor(prof: dict, seed: int, n: int = 10 ** 7, n_cache: int = 2 ** 1
         opt = optimc.Adam([p0.copy()], lr=1e-3, state_dtype=sd)
         opt.step([g0])
         runners[f"cached: {_label(sd)}"] = calls(opt.step, [g0])
-    for sd, (rw, ro) in ADAM_TRAFFIC.items():
+    for sd, (fraction, rw, ro) in ADAM_TRAFFIC.items():
         name = f"roofline: bytes of Adam, state {sd or 'float32'}"
-        runners[name] = _stream_runner(n, rw, ro)
-        bytes_moved[name] = 2 * rw + ro
+        runners[name] = _stream_runner(n, fraction, rw, ro)
+        bytes_moved[name] = int(round(4 * fraction * (2 * rw + ro)))
     times = measure(runners, prof["sample_time"], prof["case_time"], prof["min_rounds"], prof["max_rounds"])
     ns = {k: v["median"] / (n_cache if k.startswith("cached") else n) * 1e9 for k, v in times.items()}
     return dict(n_elements=n, n_cache=n_cache, ns_per_element=ns, bytes_per_element=bytes_moved, times=times)
