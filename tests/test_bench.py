@@ -492,7 +492,7 @@ def test_lowprec_section_reports_its_floor(tmp_path, capsys):
     assert rc == 0, text
     floor = json.loads((out / "bench.json").read_text())["lowprec"]["floor"]
     storages = ["float32", "bfloat16", "8bit"]
-    assert floor["n_elements"] == 4096 and floor["n_cache"] == 2 ** 16
+    assert floor["n_elements"] == 4096 and floor["n_cache"] == 2 ** 15
     want = [f"cached: optimc Adam, state {s}" for s in storages] + \
         [f"roofline: bytes of Adam, state {s}" for s in storages]
     assert list(floor["ns_per_element"]) == want
