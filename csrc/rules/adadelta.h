@@ -27,7 +27,7 @@ static void SFX(adadelta_prepare)(const adadelta_hyper *h, optimc_tensor *x)
     c->eps = (T)h->eps;
 }
 
-static inline void SFX(adadelta_update)(const SFX(adadelta_coef) *c, T *p, T g,
+OPTIMC_UPDATE void SFX(adadelta_update)(const SFX(adadelta_coef) *c, T *p, T g,
                                         T *square_avg, T *acc_delta)
 {
     T theta = *p;   /* read once, written once */

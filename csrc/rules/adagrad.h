@@ -27,7 +27,7 @@ static void SFX(adagrad_prepare)(const adagrad_hyper *h, optimc_tensor *x)
     c->eps = (T)h->eps;
 }
 
-static inline void SFX(adagrad_update)(const SFX(adagrad_coef) *c, T *p, T g, T *sum)
+OPTIMC_UPDATE void SFX(adagrad_update)(const SFX(adagrad_coef) *c, T *p, T g, T *sum)
 {
     T theta = *p;   /* read once, written once */
     g = SFX(grad_in)(&c->pre, g, &theta);

@@ -33,7 +33,7 @@ static void SFX(adam_prepare)(const adam_hyper *h, optimc_tensor *x)
     c->amsgrad = h->amsgrad != 0;
 }
 
-static inline void SFX(adam_update)(const SFX(adam_coef) *c, T *p, T g,
+OPTIMC_UPDATE void SFX(adam_update)(const SFX(adam_coef) *c, T *p, T g,
                                     T *exp_avg, T *exp_avg_sq, T *max_exp_avg_sq)
 {
     T theta = *p;   /* read once, written once */

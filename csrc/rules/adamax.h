@@ -26,7 +26,7 @@ static void SFX(adamax_prepare)(const adamax_hyper *h, optimc_tensor *x)
     c->eps = (T)h->eps;
 }
 
-static inline void SFX(adamax_update)(const SFX(adamax_coef) *c, T *p, T g, T *exp_avg, T *exp_inf)
+OPTIMC_UPDATE void SFX(adamax_update)(const SFX(adamax_coef) *c, T *p, T g, T *exp_avg, T *exp_inf)
 {
     T theta = *p;   /* read once, written once */
     g = SFX(grad_in)(&c->pre, g, &theta);

@@ -77,6 +77,13 @@ static inline void SFX(moments_update)(const SFX(moments_coef) *c, T g, T *exp_a
     T *restrict s3 = (T *)(x)->state[3]; \
     (void)s0; (void)s1; (void)s2; (void)s3
 
+/* A rule's one-element update, inlined into each of its OPTIMC_LOOP's loops
+ * (a kernel holds one loop per state format: left to its heuristics, GCC
+ * stops inlining in the larger kernels, and the loop stops vectorizing). */
+#ifndef OPTIMC_UPDATE
+#define OPTIMC_UPDATE static inline __attribute__((always_inline))
+#endif
+
 /* A rule's loop over [lo, hi) (after OPTIMC_PTRS), for every state format
  * (optimc_state_format, csrc/optimc.h):
  *     OPTIMC_LOOP(x, lo, hi, MASK, <name>_update(&c, &p[i], g[i], &S0, &S1, NULL));

@@ -28,7 +28,7 @@ static void SFX(lion_prepare)(const lion_hyper *h, optimc_tensor *x)
     c->one_minus_beta2 = (T)(1.0 - h->beta2);
 }
 
-static inline void SFX(lion_update)(const SFX(lion_coef) *c, T *p, T g, T *exp_avg)
+OPTIMC_UPDATE void SFX(lion_update)(const SFX(lion_coef) *c, T *p, T g, T *exp_avg)
 {
     T theta = *p;   /* read once, written once */
     g = SFX(grad_in)(&c->pre, g, &theta);

@@ -34,7 +34,7 @@ static void SFX(nadam_prepare)(const nadam_hyper *h, optimc_tensor *x)
     c->avg_step = (T)(h->lr * mu_next / (1.0 - *mu_product * mu_next));
 }
 
-static inline void SFX(nadam_update)(const SFX(nadam_coef) *c, T *p, T g, T *exp_avg, T *exp_avg_sq)
+OPTIMC_UPDATE void SFX(nadam_update)(const SFX(nadam_coef) *c, T *p, T g, T *exp_avg, T *exp_avg_sq)
 {
     T theta = *p;   /* read once, written once */
     g = SFX(grad_in)(&c->pre, g, &theta);

@@ -40,7 +40,7 @@ static void SFX(radam_prepare)(const radam_hyper *h, optimc_tensor *x)
                                      / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)) : (T)0;
 }
 
-static inline void SFX(radam_update)(const SFX(radam_coef) *c, T *p, T g, T *exp_avg, T *exp_avg_sq)
+OPTIMC_UPDATE void SFX(radam_update)(const SFX(radam_coef) *c, T *p, T g, T *exp_avg, T *exp_avg_sq)
 {
     T theta = *p;   /* read once, written once */
     g = SFX(grad_in)(&c->pre, g, &theta);

@@ -33,7 +33,7 @@ static void SFX(rmsprop_prepare)(const rmsprop_hyper *h, optimc_tensor *x)
     c->use_momentum = h->momentum > 0;
 }
 
-static inline void SFX(rmsprop_update)(const SFX(rmsprop_coef) *c, T *p, T g,
+OPTIMC_UPDATE void SFX(rmsprop_update)(const SFX(rmsprop_coef) *c, T *p, T g,
                                        T *square_avg, T *momentum_buffer, T *grad_avg)
 {
     T theta = *p;   /* read once, written once */

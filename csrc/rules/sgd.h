@@ -34,7 +34,7 @@ static void SFX(sgd_prepare)(const sgd_hyper *h, optimc_tensor *x)
     c->nesterov = h->nesterov != 0;
 }
 
-static inline void SFX(sgd_update)(const SFX(sgd_coef) *c, T *p, T g, T *b)
+OPTIMC_UPDATE void SFX(sgd_update)(const SFX(sgd_coef) *c, T *p, T g, T *b)
 {
     T theta = *p;   /* read once, written once */
     g = SFX(grad_in)(&c->pre, g, &theta);
