@@ -1,8 +1,8 @@
 """Compressed state (state_dtype="bfloat16"/"8bit") gives the same bits at every
-SIMD level: the rules' loops convert state per block (OPTIMC_LOOP in
-csrc/rules/common.h) with 512-bit, 256-bit or scalar code (csrc/quantize.h),
-and each must equal the others on awkward data — NaN, infinities, subnormals,
-blocks of zeros and a tail shorter than a block."""
+SIMD level: the block wrapper (csrc/lowprec_impl.h) decodes and encodes each
+block with 512-bit, 256-bit or scalar code (csrc/quantize.h), and each must
+equal the others on awkward data — NaN, infinities, subnormals, blocks of
+zeros and a tail shorter than a block."""
 import numpy as np
 import pytest
 

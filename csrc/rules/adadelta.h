@@ -27,7 +27,7 @@ static void SFX(adadelta_prepare)(const adadelta_hyper *h, optimc_tensor *x)
     c->eps = (T)h->eps;
 }
 
-OPTIMC_UPDATE void SFX(adadelta_update)(const SFX(adadelta_coef) *c, T *p, T g,
+static inline void SFX(adadelta_update)(const SFX(adadelta_coef) *c, T *p, T g,
                                         T *square_avg, T *acc_delta)
 {
     T theta = *p;   /* read once, written once */
@@ -43,6 +43,6 @@ static void SFX(adadelta_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
     const SFX(adadelta_coef) c = *(const SFX(adadelta_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    OPTIMC_LOOP(x, lo, hi, 0x3, SFX(adadelta_update)(&c, &p[i], g[i], &S0, &S1));
+    for (size_t i = lo; i < hi; i++) SFX(adadelta_update)(&c, &p[i], g[i], &s0[i], &s1[i]);
 }
 #endif

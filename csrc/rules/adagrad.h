@@ -27,7 +27,7 @@ static void SFX(adagrad_prepare)(const adagrad_hyper *h, optimc_tensor *x)
     c->eps = (T)h->eps;
 }
 
-OPTIMC_UPDATE void SFX(adagrad_update)(const SFX(adagrad_coef) *c, T *p, T g, T *sum)
+static inline void SFX(adagrad_update)(const SFX(adagrad_coef) *c, T *p, T g, T *sum)
 {
     T theta = *p;   /* read once, written once */
     g = SFX(grad_in)(&c->pre, g, &theta);
@@ -40,6 +40,6 @@ static void SFX(adagrad_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
     const SFX(adagrad_coef) c = *(const SFX(adagrad_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    OPTIMC_LOOP(x, lo, hi, 0x1, SFX(adagrad_update)(&c, &p[i], g[i], &S0));
+    for (size_t i = lo; i < hi; i++) SFX(adagrad_update)(&c, &p[i], g[i], &s0[i]);
 }
 #endif

@@ -33,7 +33,7 @@ static void SFX(adam_prepare)(const adam_hyper *h, optimc_tensor *x)
     c->amsgrad = h->amsgrad != 0;
 }
 
-OPTIMC_UPDATE void SFX(adam_update)(const SFX(adam_coef) *c, T *p, T g,
+static inline void SFX(adam_update)(const SFX(adam_coef) *c, T *p, T g,
                                     T *exp_avg, T *exp_avg_sq, T *max_exp_avg_sq)
 {
     T theta = *p;   /* read once, written once */
@@ -54,8 +54,8 @@ static void SFX(adam_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
     const SFX(adam_coef) c = *(const SFX(adam_coef) *)x->coef;
     OPTIMC_PTRS(x);
     if (c.amsgrad)
-        OPTIMC_LOOP(x, lo, hi, 0x7, SFX(adam_update)(&c, &p[i], g[i], &S0, &S1, &S2));
+        for (size_t i = lo; i < hi; i++) SFX(adam_update)(&c, &p[i], g[i], &s0[i], &s1[i], &s2[i]);
     else
-        OPTIMC_LOOP(x, lo, hi, 0x3, SFX(adam_update)(&c, &p[i], g[i], &S0, &S1, NULL));
+        for (size_t i = lo; i < hi; i++) SFX(adam_update)(&c, &p[i], g[i], &s0[i], &s1[i], NULL);
 }
 #endif

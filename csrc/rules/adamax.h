@@ -26,7 +26,7 @@ static void SFX(adamax_prepare)(const adamax_hyper *h, optimc_tensor *x)
     c->eps = (T)h->eps;
 }
 
-OPTIMC_UPDATE void SFX(adamax_update)(const SFX(adamax_coef) *c, T *p, T g, T *exp_avg, T *exp_inf)
+static inline void SFX(adamax_update)(const SFX(adamax_coef) *c, T *p, T g, T *exp_avg, T *exp_inf)
 {
     T theta = *p;   /* read once, written once */
     g = SFX(grad_in)(&c->pre, g, &theta);
@@ -41,6 +41,6 @@ static void SFX(adamax_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
     const SFX(adamax_coef) c = *(const SFX(adamax_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    OPTIMC_LOOP(x, lo, hi, 0x3, SFX(adamax_update)(&c, &p[i], g[i], &S0, &S1));
+    for (size_t i = lo; i < hi; i++) SFX(adamax_update)(&c, &p[i], g[i], &s0[i], &s1[i]);
 }
 #endif

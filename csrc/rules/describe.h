@@ -16,10 +16,7 @@
  *                      its prefix: `param` is the param's shape and dtype) and
  *                      what it holds, for state_dtype (an optimc_moment_kind
  *                      without its prefix: `signed` or `unsigned` moments can
- *                      be stored in bfloat16 or 8 bits; `exact` cannot: a rule
-                      with only `signed`/`unsigned` buffers writes its kernel's
-                      loops as OPTIMC_LOOP lines, rules/common.h, which read and
-                      write them in every storage).
+ *                      be stored in bfloat16 or 8 bits; `exact` cannot).
  *   <name>_SCALARS(S)  S(scalar, initial) for each per-tensor scalar (x->scalars[k]).
  *   OPTIMC_DESCRIBE(<name>)  makes the typed struct <name>_hyper.
  *

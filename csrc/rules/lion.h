@@ -28,7 +28,7 @@ static void SFX(lion_prepare)(const lion_hyper *h, optimc_tensor *x)
     c->one_minus_beta2 = (T)(1.0 - h->beta2);
 }
 
-OPTIMC_UPDATE void SFX(lion_update)(const SFX(lion_coef) *c, T *p, T g, T *exp_avg)
+static inline void SFX(lion_update)(const SFX(lion_coef) *c, T *p, T g, T *exp_avg)
 {
     T theta = *p;   /* read once, written once */
     g = SFX(grad_in)(&c->pre, g, &theta);
@@ -44,6 +44,6 @@ static void SFX(lion_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
     const SFX(lion_coef) c = *(const SFX(lion_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    OPTIMC_LOOP(x, lo, hi, 0x1, SFX(lion_update)(&c, &p[i], g[i], &S0));
+    for (size_t i = lo; i < hi; i++) SFX(lion_update)(&c, &p[i], g[i], &s0[i]);
 }
 #endif

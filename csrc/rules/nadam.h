@@ -34,7 +34,7 @@ static void SFX(nadam_prepare)(const nadam_hyper *h, optimc_tensor *x)
     c->avg_step = (T)(h->lr * mu_next / (1.0 - *mu_product * mu_next));
 }
 
-OPTIMC_UPDATE void SFX(nadam_update)(const SFX(nadam_coef) *c, T *p, T g, T *exp_avg, T *exp_avg_sq)
+static inline void SFX(nadam_update)(const SFX(nadam_coef) *c, T *p, T g, T *exp_avg, T *exp_avg_sq)
 {
     T theta = *p;   /* read once, written once */
     g = SFX(grad_in)(&c->pre, g, &theta);
@@ -49,6 +49,6 @@ static void SFX(nadam_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
     const SFX(nadam_coef) c = *(const SFX(nadam_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    OPTIMC_LOOP(x, lo, hi, 0x3, SFX(nadam_update)(&c, &p[i], g[i], &S0, &S1));
+    for (size_t i = lo; i < hi; i++) SFX(nadam_update)(&c, &p[i], g[i], &s0[i], &s1[i]);
 }
 #endif

@@ -40,7 +40,7 @@ static void SFX(radam_prepare)(const radam_hyper *h, optimc_tensor *x)
                                      / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)) : (T)0;
 }
 
-OPTIMC_UPDATE void SFX(radam_update)(const SFX(radam_coef) *c, T *p, T g, T *exp_avg, T *exp_avg_sq)
+static inline void SFX(radam_update)(const SFX(radam_coef) *c, T *p, T g, T *exp_avg, T *exp_avg_sq)
 {
     T theta = *p;   /* read once, written once */
     g = SFX(grad_in)(&c->pre, g, &theta);
@@ -56,6 +56,6 @@ static void SFX(radam_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
     const SFX(radam_coef) c = *(const SFX(radam_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    OPTIMC_LOOP(x, lo, hi, 0x3, SFX(radam_update)(&c, &p[i], g[i], &S0, &S1));
+    for (size_t i = lo; i < hi; i++) SFX(radam_update)(&c, &p[i], g[i], &s0[i], &s1[i]);
 }
 #endif

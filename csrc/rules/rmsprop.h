@@ -33,7 +33,7 @@ static void SFX(rmsprop_prepare)(const rmsprop_hyper *h, optimc_tensor *x)
     c->use_momentum = h->momentum > 0;
 }
 
-OPTIMC_UPDATE void SFX(rmsprop_update)(const SFX(rmsprop_coef) *c, T *p, T g,
+static inline void SFX(rmsprop_update)(const SFX(rmsprop_coef) *c, T *p, T g,
                                        T *square_avg, T *momentum_buffer, T *grad_avg)
 {
     T theta = *p;   /* read once, written once */
@@ -61,12 +61,12 @@ static void SFX(rmsprop_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
     const SFX(rmsprop_coef) c = *(const SFX(rmsprop_coef) *)x->coef;
     OPTIMC_PTRS(x);
     if (c.centered && c.use_momentum)
-        OPTIMC_LOOP(x, lo, hi, 0x7, SFX(rmsprop_update)(&c, &p[i], g[i], &S0, &S1, &S2));
+        for (size_t i = lo; i < hi; i++) SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], &s1[i], &s2[i]);
     else if (c.centered)
-        OPTIMC_LOOP(x, lo, hi, 0x5, SFX(rmsprop_update)(&c, &p[i], g[i], &S0, NULL, &S2));
+        for (size_t i = lo; i < hi; i++) SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], NULL, &s2[i]);
     else if (c.use_momentum)
-        OPTIMC_LOOP(x, lo, hi, 0x3, SFX(rmsprop_update)(&c, &p[i], g[i], &S0, &S1, NULL));
+        for (size_t i = lo; i < hi; i++) SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], &s1[i], NULL);
     else
-        OPTIMC_LOOP(x, lo, hi, 0x1, SFX(rmsprop_update)(&c, &p[i], g[i], &S0, NULL, NULL));
+        for (size_t i = lo; i < hi; i++) SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], NULL, NULL);
 }
 #endif

@@ -34,7 +34,7 @@ static void SFX(sgd_prepare)(const sgd_hyper *h, optimc_tensor *x)
     c->nesterov = h->nesterov != 0;
 }
 
-OPTIMC_UPDATE void SFX(sgd_update)(const SFX(sgd_coef) *c, T *p, T g, T *b)
+static inline void SFX(sgd_update)(const SFX(sgd_coef) *c, T *p, T g, T *b)
 {
     T theta = *p;   /* read once, written once */
     g = SFX(grad_in)(&c->pre, g, &theta);
@@ -51,8 +51,8 @@ static void SFX(sgd_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
     const SFX(sgd_coef) c = *(const SFX(sgd_coef) *)x->coef;
     OPTIMC_PTRS(x);
     if (c.use_momentum)
-        OPTIMC_LOOP(x, lo, hi, 0x1, SFX(sgd_update)(&c, &p[i], g[i], &S0));
+        for (size_t i = lo; i < hi; i++) SFX(sgd_update)(&c, &p[i], g[i], &s0[i]);
     else
-        OPTIMC_LOOP(x, lo, hi, 0x0, SFX(sgd_update)(&c, &p[i], g[i], NULL));
+        for (size_t i = lo; i < hi; i++) SFX(sgd_update)(&c, &p[i], g[i], NULL);
 }
 #endif
