@@ -127,7 +127,7 @@ def test_roofline_streams_pass_by_pass_over_shared_arrays():
     assert all(np.array_equal(a, b) for a, b in zip(reads, before))
 
 
-@pytest.mark.parametrize("n_arrays, n_write", [(2, 1), (3, 2), (3, 1), (4, 3), (4, 2), (5, 4),
+@pytest.mark.parametrize("n_arrays, n_write", [(2, 1), (3, 2), (3, 1), (4, 3), (4, 2), (5, 4), (5, 3),
                                                (5, 2), (6, 1)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_stream_adds_the_read_only_arrays_to_each_written_one(n_arrays, n_write, dtype):
@@ -517,3 +517,21 @@ def test_bench_mpi_runs_the_distributed_benchmark():
                          capture_output=True, text=True, env=env, timeout=120, cwd=os.path.dirname(__file__))
     assert out.returncode == 0, out.stderr
     assert "bench --mpi" in out.stdout and "--size" in out.stdout and "state bytes per rank" in " ".join(out.stdout.split())
+
+
+def test_lowprec_section_reports_its_floor(tmp_path, capsys):
+    """The lowprec section's floor rows exist (no timing is asserted): the same
+    Adam steps with each state storage on a cache-resident param, and the
+    streaming roofline over the bytes each storage's step moves."""
+    rc, out, text = _run(tmp_path, capsys, "--sections", "lowprec", "--dtypes", "float32",
+                         "--threads-size", "4096", "--no-torch")
+    assert rc == 0, text
+    floor = json.loads((out / "bench.json").read_text())["lowprec"]["floor"]
+    storages = ["float32", "bfloat16", "8bit"]
+    assert floor["n_elements"] == 4096 and floor["n_cache"] == 2 ** 15
+    want = [f"cached: optimc Adam, state {s}" for s in storages] + \
+        [f"roofline: bytes of Adam, state {s}" for s in storages]
+    assert list(floor["ns_per_element"]) == want
+    assert all(v > 0 for v in floor["ns_per_element"].values())
+    assert [floor["bytes_per_element"][w] for w in want[3:]] == [28, 20, 16]
+    assert "the floor" in text and all(w in text for w in want)

@@ -49,6 +49,10 @@ static void SFX(stream)(void *const *arrays, int n_read, int n_write, size_t lo,
         for (size_t i = lo; i < hi; i++) {
             T s = a4[i]; a0[i] = a0[i] + s; a1[i] = a1[i] + s; a2[i] = a2[i] + s; a3[i] = a3[i] + s;
         }
+    } else if (n_read == 5 && n_write == 3) {
+        T *restrict a1 = (T *)arrays[1], *restrict a2 = (T *)arrays[2];
+        const T *restrict a3 = (const T *)arrays[3], *restrict a4 = (const T *)arrays[4];
+        for (size_t i = lo; i < hi; i++) { T s = a3[i] + a4[i]; a0[i] = a0[i] + s; a1[i] = a1[i] + s; a2[i] = a2[i] + s; }
     } else {
         for (size_t i = lo; i < hi; i++) {
             T s = 0;

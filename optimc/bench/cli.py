@@ -24,7 +24,7 @@ from .report import (OUTPUT_FILES, fmt_ns, format_fixed, format_sweep, format_ta
                      format_threads_big, write_outputs)
 from .sections import THRESHOLD_SIZES, fixed_cost, run_case, threads_big, threshold_sweep
 from .sparse import format_sparse, mismatches as sparse_mismatches, sparse_section
-from .lowprec import format_lowprec, lowprec_section
+from .lowprec import format_lowprec, format_lowprec_floor, lowprec_floor, lowprec_section
 from .timing import PROFILES
 
 __all__ = ["main", "build_parser", "run", "SECTIONS"]
@@ -313,10 +313,12 @@ def run(args, cases, command: str) -> int:
                 torch.set_num_threads(1)
             low = lowprec_section(prof, torch, args.seed,
                                   n=args.threads_size or (10 ** 6 if args.quick else 10 ** 7))
+            low["floor"] = lowprec_floor(prof, args.seed, n=low["n_elements"])
             optimc.set_num_threads(args.threads)
             if torch is not None:
                 torch.set_num_threads(args.threads)
             print(format_lowprec(low))
+            print(format_lowprec_floor(low["floor"]))
             print()
 
         try:

@@ -23,7 +23,8 @@ import numpy as np
 from .timing import calls, measure
 
 __all__ = ["lowprec_section", "format_lowprec", "lowprec_markdown", "lowprec_loss_curves",
-           "format_loss_curves", "plot_loss_curves", "half_param_section", "HALF_PARAM_CASES"]
+           "format_loss_curves", "plot_loss_curves", "half_param_section", "HALF_PARAM_CASES",
+           "lowprec_floor", "format_lowprec_floor"]
 
 STATE_DTYPES = (None, "bfloat16", "8bit")
 
@@ -199,6 +200,64 @@ def lowprec_markdown(s: Optional[dict]) -> List[str]:
     out += ["| " + " | ".join(r) + " |" for r in _rows(s)]
     out += [f"{name}: not run ({why})." for name, why in s["skipped"].items()]
     return out + [""] + half_params_markdown(s.get("half_params"))
+
+
+# ---- the floor: the same steps in cache, and the memory roofline of each storage ----
+
+# Bytes per element one Adam step must move: param read and written (4 + 4),
+# grad read (4), two moments read and written in the storage's size (8-bit block
+# scales, 8 bytes per 256 elements, left out). The roofline moves them as float32
+# arrays: (elements per param element, read-write arrays, read-only arrays), so
+# bytes = 4·fraction·(2·rw + r): 28, 20 and 16.
+ADAM_TRAFFIC = {None: (1.0, 3, 1), "bfloat16": (1.0, 2, 1), "8bit": (0.5, 3, 2)}
+
+
+def _stream_runner(n: int, fraction: float, read_write: int, read_only: int):
+    """The roofline (``_core.stream``, optimc's least-arithmetic kernel) over
+    read_write + read_only float32 arrays of fraction·n elements."""
+    from .. import _core
+    m = max(1, int(n * fraction))
+    arrays = [np.ones(m, np.float32) for _ in range(read_write)] + \
+        [np.zeros(m, np.float32) for _ in range(read_only)]
+    return calls(_core.stream, arrays, read_write)
+
+
+def lowprec_floor(prof: dict, seed: int, n: int = 10 ** 7, n_cache: int = 2 ** 15) -> dict:
+    """What bounds the low-precision Adam steps (one thread; the caller sets it):
+    ns per element of the same optimc Adam steps on a param of ``n_cache``
+    elements (the step's 0.9 MB of float32 data fit a 1 MiB L2 cache: the
+    arithmetic and the conversions, without main-memory traffic) and of the streaming roofline over the bytes each
+    storage's step moves on ``n`` elements (the memory's share alone)."""
+    import optimc
+
+    rng = np.random.default_rng(seed)
+    runners, bytes_moved = {}, {}
+    p0 = rng.standard_normal(n_cache, dtype=np.float32)
+    g0 = rng.standard_normal(n_cache, dtype=np.float32)
+    for sd in STATE_DTYPES:
+        opt = optimc.Adam([p0.copy()], lr=1e-3, state_dtype=sd)
+        opt.step([g0])
+        runners[f"cached: {_label(sd)}"] = calls(opt.step, [g0])
+    for sd, (fraction, rw, ro) in ADAM_TRAFFIC.items():
+        name = f"roofline: bytes of Adam, state {sd or 'float32'}"
+        runners[name] = _stream_runner(n, fraction, rw, ro)
+        bytes_moved[name] = int(round(4 * fraction * (2 * rw + ro)))
+    # the cached rows among themselves (the roofline's streams would evict their data)
+    timing = (prof["sample_time"], prof["case_time"], prof["min_rounds"], prof["max_rounds"])
+    times = measure({k: v for k, v in runners.items() if k.startswith("cached")}, *timing)
+    times.update(measure({k: v for k, v in runners.items() if k.startswith("roofline")}, *timing))
+    ns = {k: v["median"] / (n_cache if k.startswith("cached") else n) * 1e9 for k, v in times.items()}
+    return dict(n_elements=n, n_cache=n_cache, ns_per_element=ns, bytes_per_element=bytes_moved, times=times)
+
+
+def format_lowprec_floor(f: dict) -> str:
+    lines = [f"low precision, the floor: the same Adam steps on {f['n_cache']} elements (state in cache), "
+             f"and the one-thread streaming roofline over each storage's bytes on {f['n_elements']:.0e} "
+             "elements; ns per element (median)"]
+    for name, v in f["ns_per_element"].items():
+        b = f["bytes_per_element"].get(name)
+        lines.append(f"  {name:<42} {v:7.3f} ns" + (f"   ({b} B/element)" if b else ""))
+    return "\n".join(lines)
 
 
 # ---- the trade-off in training: loss curves of the three storages ----
