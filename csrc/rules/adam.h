@@ -41,8 +41,9 @@ static inline void SFX(adam_update)(const SFX(adam_coef) *c, T *p, T g,
     SFX(moments_update)(&c->moments, g, exp_avg, exp_avg_sq);
     T v = *exp_avg_sq;
     if (c->amsgrad) {
-        if (v > *max_exp_avg_sq) *max_exp_avg_sq = v;
-        v = *max_exp_avg_sq;
+        T running_max = *max_exp_avg_sq;   /* stored either way: no branch in the loop */
+        v = v > running_max ? v : running_max;
+        *max_exp_avg_sq = v;
     }
     T denom = SQRT(v) / c->bias_correction2_sqrt + c->eps;
     theta = theta - c->step_size * (*exp_avg / denom);
@@ -51,10 +52,11 @@ static inline void SFX(adam_update)(const SFX(adam_coef) *c, T *p, T g,
 
 static void SFX(adam_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
-    const SFX(adam_coef) c = *(const SFX(adam_coef) *)x->coef;
+    SFX(adam_coef) c = *(const SFX(adam_coef) *)x->coef;
     OPTIMC_PTRS(x);
     if (c.amsgrad)
-        for (size_t i = lo; i < hi; i++) SFX(adam_update)(&c, &p[i], g[i], &s0[i], &s1[i], &s2[i]);
+        OPTIMC_WITH_FIXED_PRE(c, for (size_t i = lo; i < hi; i++)
+                                     SFX(adam_update)(&c, &p[i], g[i], &s0[i], &s1[i], &s2[i]));
     else
         for (size_t i = lo; i < hi; i++) SFX(adam_update)(&c, &p[i], g[i], &s0[i], &s1[i], NULL);
 }

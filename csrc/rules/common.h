@@ -66,6 +66,21 @@ static inline void SFX(moments_update)(const SFX(moments_coef) *c, T g, T *exp_a
     *exp_avg_sq = *exp_avg_sq * c->beta2 + c->one_minus_beta2 * (g * g);
 }
 
+/* Runs STMT, a loop that reads the coefficients `c` (a local copy), with the
+ * grad preprocessing's options as constants in the cases that occur in
+ * practice: none, L2 weight decay alone, decoupled weight decay alone; other
+ * combinations (clipping by value) run with the tests. GCC leaves the loops of
+ * the larger rules scalar when those tests are live ("control flow in loop":
+ * NAdam, RAdam, AMSGrad and centered RMSprop ran 7-10x slower per element
+ * than Adam in cache); with constants it vectorizes them. Same arithmetic. */
+#define OPTIMC_WITH_FIXED_PRE(c, STMT) do { \
+    int clip_ = (c).pre.has_clip, l2_ = (c).pre.has_l2, decay_ = (c).pre.has_decay; \
+    if (!clip_ && !l2_ && !decay_) { (c).pre.has_clip = 0; (c).pre.has_l2 = 0; (c).pre.has_decay = 0; STMT; } \
+    else if (!clip_ && l2_ && !decay_) { (c).pre.has_clip = 0; (c).pre.has_l2 = 1; (c).pre.has_decay = 0; STMT; } \
+    else if (!clip_ && !l2_ && decay_) { (c).pre.has_clip = 0; (c).pre.has_l2 = 0; (c).pre.has_decay = 1; STMT; } \
+    else { STMT; } \
+} while (0)
+
 /* A kernel's loop over [lo, hi): the pointers are restrict so the loop
  * vectorizes; `UPDATE` is the rule's one-element update. */
 #define OPTIMC_PTRS(x) \

@@ -47,8 +47,8 @@ static inline void SFX(nadam_update)(const SFX(nadam_coef) *c, T *p, T g, T *exp
 
 static void SFX(nadam_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
-    const SFX(nadam_coef) c = *(const SFX(nadam_coef) *)x->coef;
+    SFX(nadam_coef) c = *(const SFX(nadam_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    for (size_t i = lo; i < hi; i++) SFX(nadam_update)(&c, &p[i], g[i], &s0[i], &s1[i]);
+    OPTIMC_WITH_FIXED_PRE(c, for (size_t i = lo; i < hi; i++) SFX(nadam_update)(&c, &p[i], g[i], &s0[i], &s1[i]));
 }
 #endif

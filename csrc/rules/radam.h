@@ -54,8 +54,13 @@ static inline void SFX(radam_update)(const SFX(radam_coef) *c, T *p, T g, T *exp
 
 static void SFX(radam_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
-    const SFX(radam_coef) c = *(const SFX(radam_coef) *)x->coef;
+    SFX(radam_coef) c = *(const SFX(radam_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    for (size_t i = lo; i < hi; i++) SFX(radam_update)(&c, &p[i], g[i], &s0[i], &s1[i]);
+    if (c.rectified) {
+        c.rectified = 1;   /* a constant in the loop, which then vectorizes */
+        OPTIMC_WITH_FIXED_PRE(c, for (size_t i = lo; i < hi; i++) SFX(radam_update)(&c, &p[i], g[i], &s0[i], &s1[i]));
+    } else {
+        OPTIMC_WITH_FIXED_PRE(c, for (size_t i = lo; i < hi; i++) SFX(radam_update)(&c, &p[i], g[i], &s0[i], &s1[i]));
+    }
 }
 #endif

@@ -58,12 +58,14 @@ static inline void SFX(rmsprop_update)(const SFX(rmsprop_coef) *c, T *p, T g,
 
 static void SFX(rmsprop_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
-    const SFX(rmsprop_coef) c = *(const SFX(rmsprop_coef) *)x->coef;
+    SFX(rmsprop_coef) c = *(const SFX(rmsprop_coef) *)x->coef;
     OPTIMC_PTRS(x);
     if (c.centered && c.use_momentum)
-        for (size_t i = lo; i < hi; i++) SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], &s1[i], &s2[i]);
+        OPTIMC_WITH_FIXED_PRE(c, for (size_t i = lo; i < hi; i++)
+                                     SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], &s1[i], &s2[i]));
     else if (c.centered)
-        for (size_t i = lo; i < hi; i++) SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], NULL, &s2[i]);
+        OPTIMC_WITH_FIXED_PRE(c, for (size_t i = lo; i < hi; i++)
+                                     SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], NULL, &s2[i]));
     else if (c.use_momentum)
         for (size_t i = lo; i < hi; i++) SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], &s1[i], NULL);
     else
