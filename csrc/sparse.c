@@ -66,6 +66,13 @@ static size_t carve(size_t *offset, size_t count, size_t size, size_t align)
     return at;
 }
 
+/* Index i of s as a row, or -1 when it is out of range (negative or past the last row). */
+static int64_t index_at(const optimc_sparse *s, size_t i)
+{
+    int64_t r = s->index_bytes == 4 ? (int64_t)((const int32_t *)s->indices)[i] : ((const int64_t *)s->indices)[i];
+    return r < 0 || (uint64_t)r >= (uint64_t)s->n_rows ? -1 : r;
+}
+
 int optimc_sparse_plan(optimc_sparse *s, int dtype, size_t *bad)
 {
     size_t n = s->nnz, isz = dtype_size(dtype), row_bytes = s->row_len * isz;
@@ -77,9 +84,8 @@ int optimc_sparse_plan(optimc_sparse *s, int dtype, size_t *bad)
     /* the indices are read once, here: later changes to the caller's array
      * cannot send the step out of bounds */
     for (size_t i = 0; i < n; i++) {
-        int64_t r = s->index_bytes == 4 ? (int64_t)((const int32_t *)s->indices)[i]
-                                        : ((const int64_t *)s->indices)[i];
-        if (r < 0 || (uint64_t)r >= (uint64_t)s->n_rows) {
+        int64_t r = index_at(s, i);
+        if (r < 0) {
             free(a);
             *bad = i;
             return OPTIMC_SPARSE_BAD_INDEX;
@@ -515,9 +521,8 @@ int optimc_sparse_floor(int dtype, void *param, void *const *state, int n_state,
         rows = malloc(sizeof(int64_t) * n);
         if (!rows) return OPTIMC_SPARSE_NO_MEMORY;
         for (size_t i = 0; i < n; i++) {
-            int64_t r = s->index_bytes == 4 ? (int64_t)((const int32_t *)s->indices)[i]
-                                            : ((const int64_t *)s->indices)[i];
-            if (r < 0 || (uint64_t)r >= (uint64_t)s->n_rows) {
+            int64_t r = index_at(s, i);
+            if (r < 0) {
                 free(rows);
                 *bad = i;
                 return OPTIMC_SPARSE_BAD_INDEX;

@@ -116,3 +116,13 @@ void raise_overlap(Engine *self, PyObject *label, const region *r)
                  label, r->is_state ? "the optimizer state of " : "", other);
     Py_DECREF(other);
 }
+
+int array_check_or_raise(PyObject *o, int writeable, int *dtype, const char *label)
+{
+    array_problem pr = array_check(o, writeable, dtype);
+    if (pr == ARRAY_OK) return 0;
+    PyObject *lab = PyUnicode_FromString(label);
+    if (lab) array_raise(pr, o, lab);
+    Py_XDECREF(lab);
+    return -1;
+}

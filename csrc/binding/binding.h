@@ -69,6 +69,9 @@ typedef enum { ARRAY_OK, ARRAY_NOT_ARRAY, ARRAY_BAD_DTYPE, ARRAY_BAD_LAYOUT, ARR
 array_problem array_check(PyObject *o, int writeable, int *dtype);
 /* Raise the error for `problem`, prefixed by `label` (a str). */
 void array_raise(array_problem problem, PyObject *o, PyObject *label);
+/* array_check, raising its error (prefixed by `label`) when there is one:
+ * 0 if `o` is fine, -1 with the error set. */
+int array_check_or_raise(PyObject *o, int writeable, int *dtype, const char *label);
 int typenum_of(int dtype);
 const char *dtype_name(int dtype);
 size_t itemsize_of(int dtype);

@@ -195,13 +195,7 @@ static PyObject *mod_zeros_like(PyObject *m, PyObject *arg)
 {
     (void)m;
     int dtype;
-    array_problem pr = array_check(arg, 0, &dtype);
-    if (pr != ARRAY_OK) {
-        PyObject *lab = PyUnicode_FromString("like");
-        if (lab) array_raise(pr, arg, lab);
-        Py_XDECREF(lab);
-        return NULL;
-    }
+    if (array_check_or_raise(arg, 0, &dtype, "like") < 0) return NULL;
     PyArrayObject *a = (PyArrayObject *)arg;
     size_t nbytes = (size_t)PyArray_NBYTES(a), size = nbytes ? (nbytes + 63) / 64 * 64 : 64;
     void *block = NULL;

@@ -46,13 +46,7 @@ static PyObject *SparseGrad_new(PyTypeObject *type, PyObject *args, PyObject *kw
         PyErr_Format(exc, "SparseGrad: indices: %s", why);
         return NULL;
     }
-    array_problem pr = array_check(values, 0, &dtype);
-    if (pr != ARRAY_OK) {
-        PyObject *lab = PyUnicode_FromString("SparseGrad: values");
-        if (lab) array_raise(pr, values, lab);
-        Py_XDECREF(lab);
-        return NULL;
-    }
+    if (array_check_or_raise(values, 0, &dtype, "SparseGrad: values") < 0) return NULL;
     PyArrayObject *v = (PyArrayObject *)values;
     npy_intp nnz = PyArray_DIM((PyArrayObject *)indices, 0);
     if (PyArray_NDIM(v) < 1 || PyArray_DIM(v, 0) != nnz) {
@@ -380,13 +374,7 @@ static PyObject *mod_sparse_floor(PyObject *m, PyObject *args)
     if (!PyArg_ParseTuple(args, "OO!OOp:sparse_floor", &param, &PyList_Type, &states, &indices, &values, &coalesce))
         return NULL;
     int dtype, vdtype, bytes;
-    array_problem pr = array_check(param, 1, &dtype);
-    if (pr != ARRAY_OK) {
-        PyObject *lab = PyUnicode_FromString("sparse_floor: param");
-        if (lab) array_raise(pr, param, lab);
-        Py_XDECREF(lab);
-        return NULL;
-    }
+    if (array_check_or_raise(param, 1, &dtype, "sparse_floor: param") < 0) return NULL;
     PyArrayObject *p = (PyArrayObject *)param;
     if (PyArray_NDIM(p) < 1)
         return PyErr_Format(PyExc_ValueError, "sparse_floor: param: expected rows along axis 0 (ndim >= 1)");
@@ -400,7 +388,7 @@ static PyObject *mod_sparse_floor(PyObject *m, PyObject *args)
     for (Py_ssize_t b = 0; b < n_state; b++) {
         held[b] = PyList_GET_ITEM(states, b);
         int sd;
-        pr = array_check(held[b], 1, &sd);
+        array_problem pr = array_check(held[b], 1, &sd);
         if (pr != ARRAY_OK || sd != dtype || !PyArray_SAMESHAPE((PyArrayObject *)held[b], p)) {
             PyObject *lab = PyUnicode_FromFormat("sparse_floor: states[%zd]", b);
             if (lab && pr != ARRAY_OK) array_raise(pr, held[b], lab);
@@ -418,16 +406,10 @@ static PyObject *mod_sparse_floor(PyObject *m, PyObject *args)
     PyObject *exc;
     const char *why = index_problem(indices, &bytes, &exc);
     if (why) return PyErr_Format(exc, "sparse_floor: indices: %s", why);
-    pr = array_check(values, 0, &vdtype);
-    if (pr == ARRAY_OK && vdtype != dtype)
+    if (array_check_or_raise(values, 0, &vdtype, "sparse_floor: values") < 0) return NULL;
+    if (vdtype != dtype)
         return PyErr_Format(PyExc_TypeError, "sparse_floor: values: expected the param's dtype %s",
                             dtype_name(dtype));
-    if (pr != ARRAY_OK) {
-        PyObject *lab = PyUnicode_FromString("sparse_floor: values");
-        if (lab) array_raise(pr, values, lab);
-        Py_XDECREF(lab);
-        return NULL;
-    }
     PyArrayObject *idx = (PyArrayObject *)indices, *v = (PyArrayObject *)values;
     npy_intp nnz = PyArray_DIM(idx, 0);
     int same = PyArray_NDIM(v) == PyArray_NDIM(p) && PyArray_DIM(v, 0) == nnz;

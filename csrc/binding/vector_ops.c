@@ -13,13 +13,7 @@
 static int vec_arg(PyObject *o, const char *what, int writeable, int *dtype, Py_ssize_t *n, void **data)
 {
     int dt;
-    array_problem pr = array_check(o, writeable, &dt);
-    if (pr != ARRAY_OK) {
-        PyObject *lab = PyUnicode_FromString(what);
-        if (lab) array_raise(pr, o, lab);
-        Py_XDECREF(lab);
-        return -1;
-    }
+    if (array_check_or_raise(o, writeable, &dt, what) < 0) return -1;
     Py_ssize_t size = PyArray_SIZE((PyArrayObject *)o);
     if (*dtype >= 0 && dt != *dtype) {
         PyErr_Format(PyExc_TypeError, "%s: expected %s, got %s", what, dtype_name(*dtype), dtype_name(dt));

@@ -159,10 +159,15 @@ def format_half_params(h: dict) -> str:
 def half_params_markdown(h: Optional[dict]) -> List[str]:
     if not h:
         return []
-    out = [f"16-bit params: Adam on one param of {h['n_elements']:.0e} elements, float32 grad, one thread:", "",
-           "| " + " | ".join(HALF_HEAD) + " |", "|" + "|".join(["---"] + ["---:"] * (len(HALF_HEAD) - 1)) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in _half_rows(h)]
-    out += [f"{name}: not run ({why})." for name, why in h["skipped"].items()]
+    return _markdown_table(f"16-bit params: Adam on one param of {h['n_elements']:.0e} elements, float32 grad, "
+                           "one thread:", HALF_HEAD, _half_rows(h), h["skipped"])
+
+
+def _markdown_table(title: str, head: List[str], rows: List[List[str]], skipped: dict) -> List[str]:
+    """A title, a table whose first column is a name and the rest numbers, and the skipped rows."""
+    out = [title, "", "| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out += [f"{name}: not run ({why})." for name, why in skipped.items()]
     return out + [""]
 
 
@@ -195,11 +200,9 @@ def format_lowprec(s: dict) -> str:
 def lowprec_markdown(s: Optional[dict]) -> List[str]:
     if not s:
         return []
-    out = [f"Adam on one float32 param of {s['n_elements']:.0e} elements, one thread:", "",
-           "| " + " | ".join(HEAD) + " |", "|" + "|".join(["---"] + ["---:"] * (len(HEAD) - 1)) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in _rows(s)]
-    out += [f"{name}: not run ({why})." for name, why in s["skipped"].items()]
-    return out + [""] + half_params_markdown(s.get("half_params"))
+    return (_markdown_table(f"Adam on one float32 param of {s['n_elements']:.0e} elements, one thread:",
+                            HEAD, _rows(s), s["skipped"])
+            + half_params_markdown(s.get("half_params")))
 
 
 # ---- the floor: the same steps in cache, and the memory roofline of each storage ----
