@@ -11,6 +11,10 @@
  * Float64 state goes through float32 on its way to bfloat16 or 8 bits. */
 static void SFX(lowprec_run)(optimc_kernel_fn kernel, const optimc_tensor *x, size_t lo, size_t hi)
 {
+    if (x->state_format == OPTIMC_STATE_BF16) {   /* the rules' loops widen and round it (OPTIMC_EACH) */
+        kernel(x, lo, hi);
+        return;
+    }
     _Alignas(64) T buf[OPTIMC_MAX_STATE][OPTIMC_QBLOCK];
     _Alignas(64) float narrow[OPTIMC_QBLOCK];
     optimc_tensor blk = *x;

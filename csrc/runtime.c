@@ -94,6 +94,31 @@ int optimc_set_f16c(int on)
     return optimc_use_f16c();
 }
 
+/* ---- AVX512_BF16 ---- */
+
+static atomic_int avx512bf16_on = 1;   /* not switched off (tests switch it) */
+
+int optimc_cpu_avx512bf16(void)
+{
+#ifdef OPTIMC_HAVE_X86_LEVELS
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") != 0;
+#else
+    return 0;
+#endif
+}
+
+int optimc_use_avx512bf16(void)
+{
+    return atomic_load_explicit(&avx512bf16_on, memory_order_relaxed) && optimc_cpu_avx512bf16();
+}
+
+int optimc_set_avx512bf16(int on)
+{
+    atomic_store_explicit(&avx512bf16_on, on != 0, memory_order_relaxed);
+    return optimc_use_avx512bf16();
+}
+
 /* ---- threads ---- */
 
 static atomic_int num_threads = 0;      /* 0: not yet read */

@@ -30,4 +30,14 @@ int optimc_cpu_f16c(void);
 int optimc_use_f16c(void);
 int optimc_set_f16c(int on);
 
+/* AVX512_BF16 (vcvtne2ps2bf16): bfloat16 state is rounded with it at the
+ * avx512 level when the CPU has it (quantize.h); it reads subnormal inputs
+ * as zero, so vectors holding one take the integer rounding, and the bits
+ * are the same either way. optimc_set_avx512bf16(0) turns it off (tests
+ * compare both ways), (1) back on where the CPU has it; both return whether
+ * it is now in use. */
+int optimc_cpu_avx512bf16(void);
+int optimc_use_avx512bf16(void);
+int optimc_set_avx512bf16(int on);
+
 #endif

@@ -1,6 +1,7 @@
-"""Optimizer state in bfloat16 and 8 bits (state_dtype=): the block wrapper
-equals decode -> the rule's own float32 step -> encode, bit for bit, for every
-algorithm that takes it; threads do not change it; checkpoints move between
+"""Optimizer state in bfloat16 and 8 bits (state_dtype=): a step equals
+decode -> the rule's own float32 step -> encode, bit for bit, for every
+algorithm that takes it (8-bit state through the block wrapper, bfloat16
+through the rules' own loops); threads do not change it; checkpoints move between
 state dtypes; bad input is refused with nothing changed; 8-bit Adam stays near
 float32 Adam over 1000 steps of a main-job problem (and as near as
 bitsandbytes' Adam8bit, where it is installed)."""
@@ -43,7 +44,7 @@ def _encode(x, kind, form):
 
 @pytest.mark.parametrize("form", ["8bit", "bfloat16"])
 @pytest.mark.parametrize("cls", COMPRESSIBLE, ids=lambda c: c.__name__)
-def test_block_wrapper_is_decode_step_encode(cls, form):
+def test_step_is_decode_step_encode(cls, form):
     """Each step of a compressed optimizer equals: decode its state, one step of
     the same optimizer in float32 from that state, encode — bit for bit."""
     rng = np.random.default_rng(0)
@@ -84,13 +85,14 @@ def test_float64_params_take_compressed_state():
     assert opt.state[0]["exp_avg"].dtype == np.uint8 and np.isfinite(p).all()
 
 
-def test_result_does_not_depend_on_threads():
+@pytest.mark.parametrize("form", ["8bit", "bfloat16"])
+def test_result_does_not_depend_on_threads(form):
     rng = np.random.default_rng(2)
     shapes = [(3000, 7), (999,), (40, 300)]
     runs = []
     for threads in (1, 2):
         ps = [np.random.default_rng(3).standard_normal(s).astype(F32) for s in shapes]
-        opt = optimc.Adam(ps, state_dtype="8bit", min_8bit_size=0)
+        opt = optimc.Adam(ps, state_dtype=form, min_8bit_size=0)
         old = _core.config()
         _core.set_num_threads(threads)
         _core.set_thread_threshold(0)

@@ -41,8 +41,8 @@ static inline void SFX(adadelta_update)(const SFX(adadelta_coef) *c, T *p, T g,
 
 static void SFX(adadelta_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
-    const SFX(adadelta_coef) c = *(const SFX(adadelta_coef) *)x->coef;
+    SFX(adadelta_coef) c = *(const SFX(adadelta_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    for (size_t i = lo; i < hi; i++) SFX(adadelta_update)(&c, &p[i], g[i], &s0[i], &s1[i]);
+    OPTIMC_EACH(OPTIMC_S0 | OPTIMC_S1, SFX(adadelta_update)(&c, &p[i], g[i], st0, st1));
 }
 #endif

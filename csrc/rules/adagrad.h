@@ -38,8 +38,8 @@ static inline void SFX(adagrad_update)(const SFX(adagrad_coef) *c, T *p, T g, T 
 
 static void SFX(adagrad_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
-    const SFX(adagrad_coef) c = *(const SFX(adagrad_coef) *)x->coef;
+    SFX(adagrad_coef) c = *(const SFX(adagrad_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    for (size_t i = lo; i < hi; i++) SFX(adagrad_update)(&c, &p[i], g[i], &s0[i]);
+    OPTIMC_EACH(OPTIMC_S0, SFX(adagrad_update)(&c, &p[i], g[i], st0));
 }
 #endif

@@ -55,9 +55,9 @@ static void SFX(adam_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
     SFX(adam_coef) c = *(const SFX(adam_coef) *)x->coef;
     OPTIMC_PTRS(x);
     if (c.amsgrad)
-        OPTIMC_WITH_FIXED_PRE(c, for (size_t i = lo; i < hi; i++)
-                                     SFX(adam_update)(&c, &p[i], g[i], &s0[i], &s1[i], &s2[i]));
+        OPTIMC_WITH_FIXED_PRE(c, OPTIMC_EACH(OPTIMC_S0 | OPTIMC_S1 | OPTIMC_S2,
+                                             SFX(adam_update)(&c, &p[i], g[i], st0, st1, st2)));
     else
-        for (size_t i = lo; i < hi; i++) SFX(adam_update)(&c, &p[i], g[i], &s0[i], &s1[i], NULL);
+        OPTIMC_EACH(OPTIMC_S0 | OPTIMC_S1, SFX(adam_update)(&c, &p[i], g[i], st0, st1, NULL));
 }
 #endif

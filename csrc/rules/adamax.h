@@ -39,8 +39,8 @@ static inline void SFX(adamax_update)(const SFX(adamax_coef) *c, T *p, T g, T *e
 
 static void SFX(adamax_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
-    const SFX(adamax_coef) c = *(const SFX(adamax_coef) *)x->coef;
+    SFX(adamax_coef) c = *(const SFX(adamax_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    for (size_t i = lo; i < hi; i++) SFX(adamax_update)(&c, &p[i], g[i], &s0[i], &s1[i]);
+    OPTIMC_EACH(OPTIMC_S0 | OPTIMC_S1, SFX(adamax_update)(&c, &p[i], g[i], st0, st1));
 }
 #endif

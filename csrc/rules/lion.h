@@ -42,8 +42,8 @@ static inline void SFX(lion_update)(const SFX(lion_coef) *c, T *p, T g, T *exp_a
 
 static void SFX(lion_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
-    const SFX(lion_coef) c = *(const SFX(lion_coef) *)x->coef;
+    SFX(lion_coef) c = *(const SFX(lion_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    for (size_t i = lo; i < hi; i++) SFX(lion_update)(&c, &p[i], g[i], &s0[i]);
+    OPTIMC_EACH(OPTIMC_S0, SFX(lion_update)(&c, &p[i], g[i], st0));
 }
 #endif

@@ -49,6 +49,6 @@ static void SFX(nadam_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
     SFX(nadam_coef) c = *(const SFX(nadam_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    OPTIMC_WITH_FIXED_PRE(c, for (size_t i = lo; i < hi; i++) SFX(nadam_update)(&c, &p[i], g[i], &s0[i], &s1[i]));
+    OPTIMC_WITH_FIXED_PRE(c, OPTIMC_EACH(OPTIMC_S0 | OPTIMC_S1, SFX(nadam_update)(&c, &p[i], g[i], st0, st1)));
 }
 #endif

@@ -58,9 +58,9 @@ static void SFX(radam_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
     OPTIMC_PTRS(x);
     if (c.rectified) {
         c.rectified = 1;   /* a constant in the loop, which then vectorizes */
-        OPTIMC_WITH_FIXED_PRE(c, for (size_t i = lo; i < hi; i++) SFX(radam_update)(&c, &p[i], g[i], &s0[i], &s1[i]));
+        OPTIMC_WITH_FIXED_PRE(c, OPTIMC_EACH(OPTIMC_S0 | OPTIMC_S1, SFX(radam_update)(&c, &p[i], g[i], st0, st1)));
     } else {
-        OPTIMC_WITH_FIXED_PRE(c, for (size_t i = lo; i < hi; i++) SFX(radam_update)(&c, &p[i], g[i], &s0[i], &s1[i]));
+        OPTIMC_WITH_FIXED_PRE(c, OPTIMC_EACH(OPTIMC_S0 | OPTIMC_S1, SFX(radam_update)(&c, &p[i], g[i], st0, st1)));
     }
 }
 #endif

@@ -60,15 +60,21 @@ static void SFX(rmsprop_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
     SFX(rmsprop_coef) c = *(const SFX(rmsprop_coef) *)x->coef;
     OPTIMC_PTRS(x);
-    if (c.centered && c.use_momentum)
-        OPTIMC_WITH_FIXED_PRE(c, for (size_t i = lo; i < hi; i++)
-                                     SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], &s1[i], &s2[i]));
-    else if (c.centered)
-        OPTIMC_WITH_FIXED_PRE(c, for (size_t i = lo; i < hi; i++)
-                                     SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], NULL, &s2[i]));
-    else if (c.use_momentum)
-        for (size_t i = lo; i < hi; i++) SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], &s1[i], NULL);
-    else
-        for (size_t i = lo; i < hi; i++) SFX(rmsprop_update)(&c, &p[i], g[i], &s0[i], NULL, NULL);
+    /* the options as constants in each loop, which then vectorizes */
+    if (c.centered && c.use_momentum) {
+        c.centered = 1, c.use_momentum = 1;
+        OPTIMC_WITH_FIXED_PRE(c, OPTIMC_EACH(OPTIMC_S0 | OPTIMC_S1 | OPTIMC_S2,
+                                             SFX(rmsprop_update)(&c, &p[i], g[i], st0, st1, st2)));
+    } else if (c.centered) {
+        c.centered = 1, c.use_momentum = 0;
+        OPTIMC_WITH_FIXED_PRE(c, OPTIMC_EACH(OPTIMC_S0 | OPTIMC_S2,
+                                             SFX(rmsprop_update)(&c, &p[i], g[i], st0, NULL, st2)));
+    } else if (c.use_momentum) {
+        c.centered = 0, c.use_momentum = 1;
+        OPTIMC_EACH(OPTIMC_S0 | OPTIMC_S1, SFX(rmsprop_update)(&c, &p[i], g[i], st0, st1, NULL));
+    } else {
+        c.centered = 0, c.use_momentum = 0;
+        OPTIMC_EACH(OPTIMC_S0, SFX(rmsprop_update)(&c, &p[i], g[i], st0, NULL, NULL));
+    }
 }
 #endif

@@ -48,11 +48,11 @@ static inline void SFX(sgd_update)(const SFX(sgd_coef) *c, T *p, T g, T *b)
 
 static void SFX(sgd_kernel)(const optimc_tensor *x, size_t lo, size_t hi)
 {
-    const SFX(sgd_coef) c = *(const SFX(sgd_coef) *)x->coef;
+    SFX(sgd_coef) c = *(const SFX(sgd_coef) *)x->coef;
     OPTIMC_PTRS(x);
     if (c.use_momentum)
-        for (size_t i = lo; i < hi; i++) SFX(sgd_update)(&c, &p[i], g[i], &s0[i]);
+        OPTIMC_EACH(OPTIMC_S0, SFX(sgd_update)(&c, &p[i], g[i], st0));
     else
-        for (size_t i = lo; i < hi; i++) SFX(sgd_update)(&c, &p[i], g[i], NULL);
+        OPTIMC_EACH(0, SFX(sgd_update)(&c, &p[i], g[i], NULL));
 }
 #endif
