@@ -9,14 +9,15 @@
  * the block), and each buffer is encoded again (8-bit: its absmax computed
  * afresh). One pass, nothing allocated, and every rule is reused unchanged.
  * Float64 state goes through float32 on its way to bfloat16 or 8 bits. */
+#include "runtime.h"   /* optimc_use_vbmi: which 8-bit codecs (quantize.h) */
 static void SFX(lowprec_run)(optimc_kernel_fn kernel, const optimc_tensor *x, size_t lo, size_t hi)
 {
     _Alignas(64) T buf[OPTIMC_MAX_STATE][OPTIMC_QBLOCK];
     _Alignas(64) float narrow[OPTIMC_QBLOCK];
     optimc_tensor blk = *x;
     const optimc_qmap *maps[2] = {NULL, NULL};
-    int eight = x->state_format == OPTIMC_STATE_8BIT;
-    if (eight) maps[0] = optimc_qmap_get(0), maps[1] = optimc_qmap_get(1);
+    int eight = x->state_format == OPTIMC_STATE_8BIT, vbmi = 0;
+    if (eight) maps[0] = optimc_qmap_get(0), maps[1] = optimc_qmap_get(1), vbmi = optimc_use_vbmi();
     for (size_t b = lo; b < hi; b += OPTIMC_QBLOCK) {
         size_t len = hi - b < OPTIMC_QBLOCK ? hi - b : OPTIMC_QBLOCK, block = b / OPTIMC_QBLOCK;
         for (int k = 0; k < OPTIMC_MAX_STATE; k++) {
@@ -25,7 +26,7 @@ static void SFX(lowprec_run)(optimc_kernel_fn kernel, const optimc_tensor *x, si
             float *dst = sizeof(T) == sizeof(float) ? (float *)(void *)buf[k] : narrow;
             if (eight)
                 optimc_q8_decode(maps[(x->state_signed >> k) & 1u], (const uint8_t *)x->state[k] + b,
-                                 x->state_absmax[k][block], len, dst);
+                                 x->state_absmax[k][block], len, dst, vbmi);
             else
                 optimc_bf16_decode_block((const uint16_t *)x->state[k] + b, len, dst);
             if (sizeof(T) != sizeof(float))
@@ -44,7 +45,7 @@ static void SFX(lowprec_run)(optimc_kernel_fn kernel, const optimc_tensor *x, si
             }
             if (eight) {
                 uint8_t *c = (uint8_t *)x->state[k] + b;
-                x->state_absmax[k][block] = optimc_q8_encode(maps[(x->state_signed >> k) & 1u], src, len, c);
+                x->state_absmax[k][block] = optimc_q8_encode(maps[(x->state_signed >> k) & 1u], src, len, c, vbmi);
             } else {
                 optimc_bf16_encode_block(src, len, (uint16_t *)x->state[k] + b);
             }

@@ -60,6 +60,11 @@ typedef struct {
     /* cell -> code (see the top of this file): bucket[b] = edge | low << 16 | high << 24 */
     int bucket_bits;               /* mantissa bits of the bucket index */
     uint32_t bucket[OPTIMC_QBUCKETS];
+    /* the same two functions in the forms the AVX-512 VBMI codecs read from
+     * registers (see "AVX-512 VBMI" below): */
+    _Alignas(64) uint16_t tree[256];      /* cell -> code: a search tree's thresholds (tree[0] unused) */
+    _Alignas(64) uint8_t plane[4][256];   /* code -> value: byte b of each code's float bits */
+    int tree_ok;                   /* the tree gives lut(k) for every cell (checked when built) */
 } optimc_qmap;
 
 /* The two maps, built on first use (thread-safe); never NULL. */
@@ -192,9 +197,11 @@ static inline __m512i optimc_q8_code16(const optimc_qmap *m, const float *x, __m
 }
 #endif
 
-/* Encode n <= OPTIMC_QBLOCK values; returns the block's absmax. */
-static inline float optimc_q8_encode(const optimc_qmap *m, const float *restrict x, size_t n,
-                                     uint8_t *restrict codes)
+/* Encode n <= OPTIMC_QBLOCK values; returns the block's absmax. The
+ * plain form: a gather from the bucket table (AVX2, AVX-512F) or a table
+ * read per value. */
+static inline float optimc_q8_encode_plain(const optimc_qmap *m, const float *restrict x, size_t n,
+                                           uint8_t *restrict codes)
 {
     if (n > OPTIMC_QBLOCK) n = OPTIMC_QBLOCK;   /* one block at most (callers never pass more) */
     float absmax = optimc_q8_absmax(x, n);
@@ -226,8 +233,8 @@ static inline float optimc_q8_encode(const optimc_qmap *m, const float *restrict
     return absmax;
 }
 
-static inline void optimc_q8_decode(const optimc_qmap *m, const uint8_t *restrict codes, float absmax,
-                                    size_t n, float *restrict x)
+static inline void optimc_q8_decode_plain(const optimc_qmap *m, const uint8_t *restrict codes, float absmax,
+                                          size_t n, float *restrict x)
 {
     size_t i = 0;
 #if defined(__AVX512F__)
@@ -263,6 +270,171 @@ static inline void optimc_q8_decode(const optimc_qmap *m, const uint8_t *restric
     }
 #endif
     for (; i < n; i++) x[i] = m->code[codes[i]] * absmax;
+}
+
+#if defined(__AVX512F__) && defined(__GNUC__)
+/* ---- AVX-512 VBMI (with BW): the codecs from registers ----
+ * Compiled for their own target (the avx512 level needs only F, VL and DQ)
+ * and called only where the CPU has VBMI and BW and the switch is on
+ * (runtime.h: optimc_use_vbmi); they compute the same bits as the plain
+ * forms, value for value.
+ *
+ * Encoding, 32 values at a time: the grid cell as in optimc_q8_code16, then
+ * lut(k) without a table read. lut is a step function that ascends with k,
+ * so lut(k) = #{j : T_j <= k}, T_j the first cell whose code exceeds j (255
+ * thresholds < 65536; quantize.c derives them from the bucket table itself
+ * and checks every cell). That count is an eight-step descent of a complete
+ * binary search tree (node 1 the root, children 2n and 2n+1, the leaves
+ * 256 + code) whose 255 thresholds fit eight registers of 16-bit words: one
+ * permute reads the node's threshold for 32 cells at once (nodes 2-63 from
+ * one register pair, 64-127 from another, 128-255 from two more and a blend
+ * on the root's outcome, bit 6 of those nodes).
+ *
+ * Decoding, 64 codes at a time: the map as four planes of 256 bytes (byte b
+ * of each value's bits), each plane four registers: two 128-entry byte
+ * permutes and a blend on code bit 7 give that byte of all 64 values; two
+ * rounds of unpacks put the four bytes together into 32-bit values. The
+ * unpacks work within 128-bit lanes, so the codes are first permuted such
+ * that the values come out in order. */
+#define OPTIMC_VBMI_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx512vbmi,avx512vbmi2,avx2,fma")))
+
+/* The grid cells of 16 values x·inv (masked-off lanes read as 0), as 32-bit
+ * integers that the caller saturates to [0, 65535] (vpackusdw): the bits of
+ * optimc_q8_cell in fewer steps. For v in [-1, 1], s = fl(v + 1) is 0 or at
+ * least 2^-24, so t = s·½ is exact and t·65535 = s·32767.5 exactly: one
+ * rounding of s·32767.5 + ½ is the scalar rule's one rounding of t·65535 + ½.
+ * The upper clamp stays (minps(1, v): 1 for +inf, NaN for NaN); below −1 (a
+ * rounding of x·inv just past −1, −inf) s·32767.5 + ½ is < ½ and truncates to
+ * 0 or a negative number, and NaN converts to INT_MIN: all saturate to cell
+ * 0, the clamped scalar rule's cell. */
+OPTIMC_VBMI_TARGET static inline __m512i optimc_q8_cells16(const float *x, __mmask16 k, __m512 inv)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 v = _mm512_min_ps(one, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x), inv));
+    return _mm512_cvttps_epi32(_mm512_fmadd_ps(_mm512_add_ps(v, one), _mm512_set1_ps(32767.5f),
+                                               _mm512_set1_ps(0.5f)));
+}
+
+/* The codes of 32 cells (16-bit lanes, biased: cell − 2^15 as a signed
+ * number) as 256 + code: the tree's descent, level by level. The node's
+ * threshold T (stored as T − 1 − 2^15) is read by a permute; the saturating
+ * difference (T − 1) − cell is negative exactly where cell >= T, and the
+ * concatenating shift moves that sign bit in as the node's new low bit
+ * (node' = 2·node + [cell >= T]). */
+OPTIMC_VBMI_TARGET static inline __m512i optimc_q8_descend32(const optimc_qmap *m, __m512i cell, const __m512i *t)
+{
+    __m512i r = _mm512_subs_epi16(_mm512_set1_epi16((short)m->tree[1]), cell);
+    __mmask32 right = _mm512_movepi16_mask(r);   /* the root's outcome: bit 6 of the nodes at level 7 */
+    __m512i node = _mm512_shldi_epi16(_mm512_set1_epi16(1), r, 1);
+#pragma GCC unroll 4
+    for (int level = 1; level < 5; level++)   /* nodes 2-31: one register */
+        node = _mm512_shldi_epi16(node, _mm512_subs_epi16(_mm512_permutexvar_epi16(node, t[0]), cell), 1);
+    /* nodes 32-63 (their low 5 bits), 64-127 (low 6 bits) */
+    node = _mm512_shldi_epi16(node, _mm512_subs_epi16(_mm512_permutexvar_epi16(node, t[1]), cell), 1);
+    node = _mm512_shldi_epi16(node, _mm512_subs_epi16(_mm512_permutex2var_epi16(t[2], node, t[3]), cell), 1);
+    /* nodes 128-255: the half by the root's outcome */
+    __m512i th = _mm512_mask_blend_epi16(right, _mm512_permutex2var_epi16(t[4], node, t[5]),
+                                         _mm512_permutex2var_epi16(t[6], node, t[7]));
+    return _mm512_shldi_epi16(node, _mm512_subs_epi16(th, cell), 1);
+}
+
+OPTIMC_VBMI_TARGET static float optimc_q8_encode_vbmi(const optimc_qmap *m, const float *restrict x, size_t n,
+                                                      uint8_t *restrict codes)
+{
+    if (n > OPTIMC_QBLOCK) n = OPTIMC_QBLOCK;
+    float absmax = optimc_q8_absmax(x, n);
+    if (absmax == 0.0f) {
+        memset(codes, 0, n);
+        return absmax;
+    }
+    /* the saturating pack of two 16-lane vectors interleaves their 128-bit
+     * lanes (4 values of the first, 4 of the second, ...): byte j of this
+     * index is the low byte of value j's word, over the two halves of a
+     * 64-value step */
+    static const uint8_t order_bytes[64] = {
+        0, 2, 4, 6, 16, 18, 20, 22, 32, 34, 36, 38, 48, 50, 52, 54,
+        8, 10, 12, 14, 24, 26, 28, 30, 40, 42, 44, 46, 56, 58, 60, 62,
+        64, 66, 68, 70, 80, 82, 84, 86, 96, 98, 100, 102, 112, 114, 116, 118,
+        72, 74, 76, 78, 88, 90, 92, 94, 104, 106, 108, 110, 120, 122, 124, 126};
+    const __m512i order = _mm512_loadu_si512((const void *)order_bytes), bias = _mm512_set1_epi16(-32768);
+    const __m512 inv = _mm512_set1_ps(1.0f / absmax);
+    __m512i t[8];
+    for (int j = 0; j < 8; j++) t[j] = _mm512_load_si512((const void *)(m->tree + 32 * j));
+    for (size_t i = 0; i < n; i += 64) {
+        __mmask64 k = n - i >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (n - i)) - 1;
+        __m512i node[2];
+        for (int h = 0; h < 2; h++) {
+            __m512i c0 = optimc_q8_cells16(x + i + 32 * h, (__mmask16)(k >> (32 * h)), inv);
+            __m512i c1 = optimc_q8_cells16(x + i + 32 * h + 16, (__mmask16)(k >> (32 * h + 16)), inv);
+            node[h] = optimc_q8_descend32(m, _mm512_xor_si512(_mm512_packus_epi32(c0, c1), bias), t);
+        }
+        /* node = 256 + code: its low byte */
+        _mm512_mask_storeu_epi8(codes + i, k, _mm512_permutex2var_epi8(node[0], order, node[1]));
+    }
+    return absmax;
+}
+
+OPTIMC_VBMI_TARGET static void optimc_q8_decode_vbmi(const optimc_qmap *m, const uint8_t *restrict codes,
+                                                     float absmax, size_t n, float *restrict x)
+{
+    /* byte j of the permuted codes is code 16q + 4L + r for j = 16L + 4q + r
+     * (L the 128-bit lane, r the byte of a 4-value group): then the unpacks'
+     * output q holds values 16q .. 16q+15 in order */
+    static const uint8_t order_bytes[64] = {
+        0, 1, 2, 3, 16, 17, 18, 19, 32, 33, 34, 35, 48, 49, 50, 51,
+        4, 5, 6, 7, 20, 21, 22, 23, 36, 37, 38, 39, 52, 53, 54, 55,
+        8, 9, 10, 11, 24, 25, 26, 27, 40, 41, 42, 43, 56, 57, 58, 59,
+        12, 13, 14, 15, 28, 29, 30, 31, 44, 45, 46, 47, 60, 61, 62, 63};
+    const __m512i order = _mm512_loadu_si512((const void *)order_bytes);
+    const __m512 scale = _mm512_set1_ps(absmax);
+    __m512i p[4][4];
+    for (int b = 0; b < 4; b++)
+        for (int q = 0; q < 4; q++) p[b][q] = _mm512_load_si512((const void *)(m->plane[b] + 64 * q));
+    for (size_t i = 0; i < n; i += 64) {
+        __mmask64 k = n - i >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (n - i)) - 1;
+        __m512i c = _mm512_permutexvar_epi8(order, _mm512_maskz_loadu_epi8(k, codes + i));
+        __mmask64 high = _mm512_movepi8_mask(c);   /* code bit 7: entries 128-255 */
+        __m512i byte[4];
+        for (int b = 0; b < 4; b++)
+            byte[b] = _mm512_mask_blend_epi8(high, _mm512_permutex2var_epi8(p[b][0], c, p[b][1]),
+                                             _mm512_permutex2var_epi8(p[b][2], c, p[b][3]));
+        __m512i lo01 = _mm512_unpacklo_epi8(byte[0], byte[1]), hi01 = _mm512_unpackhi_epi8(byte[0], byte[1]);
+        __m512i lo23 = _mm512_unpacklo_epi8(byte[2], byte[3]), hi23 = _mm512_unpackhi_epi8(byte[2], byte[3]);
+        __m512i v[4] = {_mm512_unpacklo_epi16(lo01, lo23), _mm512_unpackhi_epi16(lo01, lo23),
+                        _mm512_unpacklo_epi16(hi01, hi23), _mm512_unpackhi_epi16(hi01, hi23)};
+        for (int q = 0; q < 4; q++)
+            _mm512_mask_storeu_ps(x + i + 16 * q, (__mmask16)(k >> (16 * q)),
+                                  _mm512_mul_ps(_mm512_castsi512_ps(v[q]), scale));
+    }
+}
+#define OPTIMC_HAVE_VBMI_CODECS 1
+#endif
+
+/* The codecs the block wrapper calls: the VBMI forms where compiled and
+ * `vbmi` says the CPU has them and they are switched on (the caller reads
+ * optimc_use_vbmi once per step), the plain forms otherwise; the same bits
+ * either way. */
+static inline float optimc_q8_encode(const optimc_qmap *m, const float *restrict x, size_t n,
+                                     uint8_t *restrict codes, int vbmi)
+{
+#ifdef OPTIMC_HAVE_VBMI_CODECS
+    if (vbmi && m->tree_ok) return optimc_q8_encode_vbmi(m, x, n, codes);
+#endif
+    (void)vbmi;
+    return optimc_q8_encode_plain(m, x, n, codes);
+}
+
+static inline void optimc_q8_decode(const optimc_qmap *m, const uint8_t *restrict codes, float absmax,
+                                    size_t n, float *restrict x, int vbmi)
+{
+#ifdef OPTIMC_HAVE_VBMI_CODECS
+    if (vbmi) {
+        optimc_q8_decode_vbmi(m, codes, absmax, n, x);
+        return;
+    }
+#endif
+    (void)vbmi;
+    optimc_q8_decode_plain(m, codes, absmax, n, x);
 }
 
 /* bfloat16 blocks: the scalar rules below, eight at a time where AVX2 is on */

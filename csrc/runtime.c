@@ -94,6 +94,29 @@ int optimc_set_f16c(int on)
     return optimc_use_f16c();
 }
 
+/* ---- AVX-512 VBMI ---- */
+
+static atomic_int vbmi_on = 1;   /* not switched off (tests switch it) */
+
+int optimc_cpu_vbmi(void)
+{
+#ifdef OPTIMC_HAVE_X86_LEVELS
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vbmi")
+           && __builtin_cpu_supports("avx512vbmi2");
+#else
+    return 0;
+#endif
+}
+
+int optimc_use_vbmi(void) { return atomic_load_explicit(&vbmi_on, memory_order_relaxed) && optimc_cpu_vbmi(); }
+
+int optimc_set_vbmi(int on)
+{
+    atomic_store_explicit(&vbmi_on, on != 0, memory_order_relaxed);
+    return optimc_use_vbmi();
+}
+
 /* ---- threads ---- */
 
 static atomic_int num_threads = 0;      /* 0: not yet read */

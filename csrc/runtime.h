@@ -30,4 +30,14 @@ int optimc_cpu_f16c(void);
 int optimc_use_f16c(void);
 int optimc_set_f16c(int on);
 
+/* AVX-512 VBMI (with BW): the 8-bit state codecs of quantize.h read the map
+ * from registers (byte and word permutes) at the avx512 level when the CPU
+ * has both (their own CPUID bits: the level needs only F, VL and DQ); the
+ * plain AVX-512F codecs give the same bits. optimc_set_vbmi(0) turns them off
+ * (tests compare both ways); optimc_set_vbmi(1) turns them back on where the
+ * CPU has them. Both return whether they are now in use. */
+int optimc_cpu_vbmi(void);
+int optimc_use_vbmi(void);
+int optimc_set_vbmi(int on);
+
 #endif

@@ -2,7 +2,9 @@
 SIMD level: the block wrapper (csrc/lowprec_impl.h) decodes and encodes each
 block with 512-bit, 256-bit or scalar code (csrc/quantize.h), and each must
 equal the others on awkward data — NaN, infinities, subnormals, blocks of
-zeros and a tail shorter than a block."""
+zeros and a tail shorter than a block. At the avx512 level the 8-bit codecs
+come in two forms (AVX-512 VBMI where the CPU has it, _core.set_vbmi; the
+plain AVX-512F ones otherwise): both are checked."""
 import numpy as np
 import pytest
 
@@ -22,6 +24,24 @@ def _levels():
     return ORDER[:ORDER.index(top) + 1]
 
 
+def _configs():
+    """(level, VBMI codecs on) for every level the CPU has; VBMI both ways at
+    avx512 where the CPU has it (it is only used there)."""
+    vbmi = _core.set_vbmi(True)
+    return [(lv, on) for lv in _levels() for on in ([False, True] if lv == "avx512" and vbmi else [False])]
+
+
+def _at(level, vbmi, fn):
+    cfg = optimc.show_config(False)
+    try:
+        optimc.set_simd(level)
+        assert _core.set_vbmi(vbmi) == vbmi
+        return fn()
+    finally:
+        optimc.set_simd(cfg["simd"])
+        _core.set_vbmi(True)
+
+
 def _awkward(rng, dtype, step):
     g = rng.standard_normal(N).astype(dtype)
     g[5::97] = np.finfo(np.float32).tiny / 3         # subnormal in float32
@@ -34,18 +54,18 @@ def _awkward(rng, dtype, step):
     return g
 
 
-def _run(cls, form, dtype, level, hyper):
+def _run(cls, form, dtype, level, hyper, vbmi=False):
     rng = np.random.default_rng(3)
     p = rng.standard_normal(N).astype(dtype)
     p[17::53] = np.float32(1e-42)
-    cfg = optimc.show_config(False)
-    try:
-        optimc.set_simd(level)
+
+    def steps():
         opt = cls([p], lr=1e-2, state_dtype=form, min_8bit_size=0, **hyper)
         for step in range(4):
             opt.step([_awkward(rng, dtype, step)])
-    finally:
-        optimc.set_simd(cfg["simd"])
+        return opt
+
+    opt = _at(level, vbmi, steps)
     state = {k: np.array(v, copy=True) for k, v in opt.state[0].items() if isinstance(v, np.ndarray)}
     return p, state
 
@@ -54,41 +74,76 @@ def _run(cls, form, dtype, level, hyper):
 @pytest.mark.parametrize("form", ["8bit", "bfloat16"])
 @pytest.mark.parametrize("cls", COMPRESSIBLE, ids=lambda c: c.__name__)
 def test_every_level_gives_the_same_bits(cls, form, dtype):
-    levels = _levels()
-    if len(levels) < 2:
+    configs = _configs()
+    if len(configs) < 2:
         pytest.skip("the CPU has only the baseline level")
     hyper = RICH.get(cls.__name__, {})
     p0, s0 = _run(cls, form, dtype, "baseline", hyper)
     assert s0, "the optimizer has state to compare"
-    for level in levels[1:]:
-        p, s = _run(cls, form, dtype, level, hyper)
-        assert p.tobytes() == p0.tobytes(), level
+    for level, vbmi in configs[1:]:
+        p, s = _run(cls, form, dtype, level, hyper, vbmi)
+        assert p.tobytes() == p0.tobytes(), (level, vbmi)
         assert s.keys() == s0.keys()
         for k in s0:
-            assert s[k].tobytes() == s0[k].tobytes(), (level, k)
+            assert s[k].tobytes() == s0[k].tobytes(), (level, vbmi, k)
 
 
+@pytest.mark.parametrize("vbmi", [False, True], ids=["plain", "vbmi"])
 @pytest.mark.parametrize("level", ORDER)
-def test_quantize_blocks_at_every_level(level):
+def test_quantize_blocks_at_every_level(level, vbmi):
     """8-bit Adam through one level: state equals the baseline quantizer's
     encoding of float32 Adam's state, on data with zero blocks and a short tail."""
-    if level not in _levels():
-        pytest.skip(f"the CPU has no {level}")
+    if (level, vbmi) not in _configs():
+        pytest.skip(f"the CPU has no {level}" + (" with VBMI" if vbmi else ""))
     rng = np.random.default_rng(5)
-    p, q = rng.standard_normal(N).astype(np.float32), None
+    p = rng.standard_normal(N).astype(np.float32)
     q = p.copy()
-    cfg = optimc.show_config(False)
-    try:
-        optimc.set_simd(level)
+    g = _awkward(rng, np.float32, 0)
+
+    def step():
         low = optimc.Adam([p], state_dtype="8bit", min_8bit_size=0)
         ref = optimc.Adam([q])
-        g = _awkward(rng, np.float32, 0)
         low.step([g])
         ref.step([g])
-    finally:
-        optimc.set_simd(cfg["simd"])
+        return low, ref
+
+    low, ref = _at(level, vbmi, step)
     assert p.tobytes() == q.tobytes()
-    codes, scales = _core.quantize_blockwise(ref.state[0]["exp_avg"], True)
-    assert np.array_equal(low.state[0]["exp_avg"], codes)
-    assert scales.tobytes() == low.state[0]["exp_avg_absmax"].tobytes()
+    for name, signed in [("exp_avg", True), ("exp_avg_sq", False)]:
+        codes, scales = _core.quantize_blockwise(ref.state[0][name], signed)
+        assert np.array_equal(low.state[0][name], codes), name
+        assert scales.tobytes() == low.state[0][name + "_absmax"].tobytes(), name
     assert not np.any(low.state[0]["exp_avg"][256:512]) and low.state[0]["exp_avg_absmax"][1] == 0
+
+
+@pytest.mark.parametrize("tail", [1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 129, 200, 255, 256])
+def test_8bit_tails_and_tiny_blocks_in_every_config(tail):
+    """The 8-bit codecs step 16, 32 or 64 values at a time (masked at the end
+    of a block): every tail length, a block whose absmax is subnormal (its
+    reciprocal overflows to inf), one with an infinite absmax and one of
+    NaNs and zeros give the baseline's bits in every configuration; the
+    SGD momentum buffer after one step is its grad (signed map), Adagrad's
+    sum its square (unsigned map)."""
+    n = 3 * 256 + tail
+    rng = np.random.default_rng(tail)
+    g = (rng.standard_normal(n) * np.exp(rng.standard_normal(n) * 4)).astype(np.float32)
+    g[:256] *= np.float32(1e-39)                      # absmax subnormal: 1/absmax is inf
+    g[256:512:7] = np.nan
+    g[257:512:5] = 0
+    g[512 + tail // 2] = np.inf                       # an infinite absmax (in the last block when tail < 256)
+    g[512:512 + tail:3] *= np.float32(1e-30)
+
+    def run():
+        sgd = optimc.SGD([np.zeros(n, np.float32)], lr=0.0, momentum=0.9, state_dtype="8bit", min_8bit_size=0)
+        ada = optimc.Adagrad([np.zeros(n, np.float32)], lr=0.0, state_dtype="8bit", min_8bit_size=0)
+        with np.errstate(all="ignore"):
+            sgd.step([g])
+            ada.step([g])
+        return [np.array(v, copy=True) for o in (sgd, ada) for v in o.state[0].values() if isinstance(v, np.ndarray)]
+
+    ref = _at("baseline", False, run)
+    assert any(np.any(a) for a in ref)
+    for level, vbmi in _configs()[1:]:
+        got = _at(level, vbmi, run)
+        for a, b in zip(ref, got):
+            assert a.tobytes() == b.tobytes(), (level, vbmi)

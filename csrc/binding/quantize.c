@@ -5,9 +5,12 @@
  *   dequantize_blockwise(codes, absmax, signed) -> float32
  *   dynamic_map(signed) -> float32[256]
  *   bf16_encode(x float32) -> uint16;  bf16_decode(h uint16) -> float32
+ *   set_vbmi(on) -> bool: the AVX-512 VBMI codecs of 8-bit state where the CPU
+ *     has them (default), or not (tests compare both; runtime.h)
  * Arrays are taken as 1-D views of any C-contiguous array of the named dtype. */
 #include "binding.h"
 #include "quantize.h"
+#include "runtime.h"
 
 /* A C-contiguous, aligned array of `typenum`, or NULL with a TypeError. */
 static PyArrayObject *take(PyObject *o, int typenum, const char *name)
@@ -98,6 +101,14 @@ static PyObject *mod_bf16_decode(PyObject *m, PyObject *arg)
     return out;
 }
 
+static PyObject *mod_set_vbmi(PyObject *m, PyObject *arg)
+{
+    (void)m;
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    return PyBool_FromLong(optimc_set_vbmi(on));
+}
+
 PyMethodDef optimc_quantize_methods[] = {
     {"quantize_blockwise", mod_quantize_blockwise, METH_VARARGS,
      "(x float32, signed) -> (codes uint8, absmax float32): 8-bit blockwise dynamic quantization, 256 per block."},
@@ -106,5 +117,7 @@ PyMethodDef optimc_quantize_methods[] = {
     {"dynamic_map", mod_dynamic_map, METH_O, "(signed) -> the 256 float32 values of the dynamic map."},
     {"bf16_encode", mod_bf16_encode, METH_O, "(x float32) -> uint16 bfloat16 bits, round to nearest even."},
     {"bf16_decode", mod_bf16_decode, METH_O, "(h uint16) -> float32."},
+    {"set_vbmi", mod_set_vbmi, METH_O,
+     "Use the AVX-512 VBMI codecs of 8-bit state where the CPU has them (True) or not; returns whether they are in use."},
     {NULL, NULL, 0, NULL},
 };
