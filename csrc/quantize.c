@@ -93,20 +93,17 @@ static void build_vbmi_forms(optimc_qmap *m)
     int j = 0;
     for (uint32_t cell = 0; cell < OPTIMC_QGRID && j < 255; cell++)
         while (j < 255 && optimc_q8_code(m, cell) > (uint32_t)j) first[j++] = cell;
-    /* every threshold is a cell (the last cell takes code 255) and none is
-     * cell 0 (the stored T − 1 must not wrap) */
-    m->tree_ok = j == 255 && first[0] > 0;
+    m->tree_ok = j == 255;   /* every threshold is a cell: the last cell takes code 255 */
     if (!m->tree_ok) return;
     /* node 2^d + p (depth d) holds the threshold of rank (2p + 1)·2^(7−d) − 1,
-     * as T − 1 − 2^15 in 16 bits (a signed comparison with cell − 2^15) */
+     * as 65535 − T (quantize.h: optimc_q8_descend32) */
     m->tree[0] = 0;
     for (int d = 0; d < 8; d++)
         for (int p = 0; p < (1 << d); p++)
-            m->tree[(1 << d) + p] = (uint16_t)((first[(2 * p + 1) * (1 << (7 - d)) - 1] - 1) ^ 0x8000u);
+            m->tree[(1 << d) + p] = (uint16_t)(65535u - first[(2 * p + 1) * (1 << (7 - d)) - 1]);
     for (uint32_t cell = 0; cell < OPTIMC_QGRID; cell++) {
         uint32_t node = 1;
-        int16_t biased = (int16_t)(uint16_t)(cell ^ 0x8000u);
-        while (node < 256) node = 2 * node + (biased > (int16_t)m->tree[node]);
+        while (node < 256) node = 2 * node + ((cell + m->tree[node] + 1) >> 16);
         if (node - 256 != optimc_q8_code(m, cell)) m->tree_ok = 0;
     }
 }
