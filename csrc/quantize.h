@@ -32,6 +32,12 @@
  * them: code = k < edge ? low : high. tests/test_lowprec_quantize.py checks
  * every one of the 65536 cells against the reference's table.
  *
+ * Where the CPU has AVX-512 VBMI (and BW, VBMI2), the avx512 kernels use
+ * two more forms of the same functions, held in registers (see "AVX-512
+ * VBMI" below; quantize.c builds them from the bucket table and checks every
+ * cell): lut as a 255-threshold search tree descended 32 cells at a time,
+ * and the map as four byte planes read 64 codes at a time.
+ *
  * bfloat16: the top 16 bits of a float32, rounded to nearest even; NaN stays
  * a (quiet) NaN.
  *
@@ -87,15 +93,35 @@ static inline float optimc_q8_absmax(const float *restrict x, size_t n)
     float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     size_t i = 0;
 #if defined(__AVX512F__)
-    /* 16 lanes folded into the 8 below (max is exact and order-free) */
-    __m512 m16 = _mm512_setzero_ps();
+    /* 16 lanes folded into the 8 below (max is exact and order-free); four
+     * accumulators over 64 values a step, so that the maxes do not wait on
+     * each other */
+    __m512 m16 = _mm512_setzero_ps(), a1 = m16, a2 = m16, a3 = m16;
+    for (; i + 64 <= n; i += 64) {
+        m16 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i)), m16);
+        a1 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i + 16)), a1);
+        a2 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i + 32)), a2);
+        a3 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i + 48)), a3);
+    }
+    m16 = _mm512_max_ps(_mm512_max_ps(a1, m16), _mm512_max_ps(a3, a2));
     for (; i + 16 <= n; i += 16) m16 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i)), m16);
-    _mm256_storeu_ps(lane, _mm256_max_ps(_mm512_castps512_ps256(m16),
-                                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(m16), 1))));
+    if (i < n)   /* the tail, the rest of the lanes read as 0 */
+        m16 = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps((__mmask16)((1u << (n - i)) - 1), x + i)), m16);
+    /* no lane holds a NaN (maxps(NaN, m) is m), so the lanes fold in any
+     * order to the same max: a tree of shuffles, not a chain of scalars */
+    return _mm512_reduce_max_ps(m16);
 #endif
 #if defined(__AVX2__) && defined(__FMA__)
     /* maxps(a, m) is `a > m ? a : m`, the scalar rule below */
     __m256 m8 = _mm256_loadu_ps(lane), abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256 b1 = _mm256_setzero_ps(), b2 = b1, b3 = b1;   /* as above: four accumulators */
+    for (; i + 32 <= n; i += 32) {
+        m8 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i), abs_mask), m8);
+        b1 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i + 8), abs_mask), b1);
+        b2 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i + 16), abs_mask), b2);
+        b3 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i + 24), abs_mask), b3);
+    }
+    m8 = _mm256_max_ps(_mm256_max_ps(b1, m8), _mm256_max_ps(b3, b2));
     for (; i + 8 <= n; i += 8) m8 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i), abs_mask), m8);
     _mm256_storeu_ps(lane, m8);
 #endif
