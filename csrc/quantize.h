@@ -299,22 +299,23 @@ static inline void optimc_q8_decode_plain(const optimc_qmap *m, const uint8_t *r
 }
 
 #if defined(__AVX512F__) && defined(__GNUC__)
-/* ---- AVX-512 VBMI (with BW): the codecs from registers ----
+/* ---- AVX-512 VBMI (with BW and VBMI2): the codecs from registers ----
  * Compiled for their own target (the avx512 level needs only F, VL and DQ)
- * and called only where the CPU has VBMI and BW and the switch is on
+ * and called only where the CPU has BW, VBMI and VBMI2 and the switch is on
  * (runtime.h: optimc_use_vbmi); they compute the same bits as the plain
- * forms, value for value.
+ * forms, value for value (the tests compare both, at every cell).
  *
- * Encoding, 32 values at a time: the grid cell as in optimc_q8_code16, then
- * lut(k) without a table read. lut is a step function that ascends with k,
- * so lut(k) = #{j : T_j <= k}, T_j the first cell whose code exceeds j (255
+ * Encoding, 32 values per vector of 16-bit cells: the grid cell (as in
+ * optimc_q8_cell, in fewer steps: optimc_q8_cells16), then lut(k) without a
+ * table read. lut is a step function that ascends with k, so
+ * lut(k) = #{j : T_j <= k}, T_j the first cell whose code exceeds j (255
  * thresholds < 65536; quantize.c derives them from the bucket table itself
  * and checks every cell). That count is an eight-step descent of a complete
  * binary search tree (node 1 the root, children 2n and 2n+1, the leaves
  * 256 + code) whose 255 thresholds fit eight registers of 16-bit words: one
- * permute reads the node's threshold for 32 cells at once (nodes 2-63 from
- * one register pair, 64-127 from another, 128-255 from two more and a blend
- * on the root's outcome, bit 6 of those nodes).
+ * permute reads the node's threshold for 32 cells at once (nodes 2-31 from
+ * one register, 32-63 from another, 64-127 from a pair, 128-255 from two
+ * more pairs and a blend on the root's outcome, bit 6 of those nodes).
  *
  * Decoding, 64 codes at a time: the map as four planes of 256 bytes (byte b
  * of each value's bits), each plane four registers: two 128-entry byte
@@ -381,11 +382,12 @@ OPTIMC_VBMI_TARGET static float optimc_q8_encode_vbmi(const optimc_qmap *m, cons
                                                       uint8_t *restrict codes)
 {
     if (n > OPTIMC_QBLOCK) n = OPTIMC_QBLOCK;
-    float absmax = optimc_q8_absmax(x, n), inv1 = 1.0f / absmax;
+    float absmax = optimc_q8_absmax(x, n);
     if (absmax == 0.0f) {
         memset(codes, 0, n);
         return absmax;
     }
+    float inv1 = 1.0f / absmax;
     /* absmax below 1/FLT_MAX (subnormal): inv overflows, x·inv can be
      * infinite, and the cells need the clamp (optimc_q8_cells16) */
     if (!(inv1 <= 3.40282347e38f)) return optimc_q8_encode_plain(m, x, n, codes);
