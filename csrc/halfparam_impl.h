@@ -338,7 +338,7 @@ static void halfparam_run(optimc_kernel_fn kernel, const optimc_tensor *x, size_
     /* bytes per element of the stored state (8-bit block scales: per block) */
     size_t state_item = x->state_format == OPTIMC_STATE_BF16 ? 2 : x->state_format == OPTIMC_STATE_8BIT ? 1 : 4;
     uint16_t *stored = x->param;
-    int f16c = optimc_use_f16c(), stochastic = x->rounding == OPTIMC_ROUND_STOCHASTIC;
+    int f16c = optimc_use(OPTIMC_F16C), stochastic = x->rounding == OPTIMC_ROUND_STOCHASTIC;
     uint64_t step_key = stochastic ? optimc_sr_step_key(x->sr_key, x->step) : 0;
     for (size_t b = lo; b < hi; b += OPTIMC_QBLOCK) {
         size_t len = hi - b < OPTIMC_QBLOCK ? hi - b : OPTIMC_QBLOCK;
@@ -368,7 +368,7 @@ static void halfparam_run(optimc_kernel_fn kernel, const optimc_tensor *x, size_
 static void halfparam_grad_norm_acc(const optimc_tensor *x, double *acc)
 {
     _Alignas(64) float grad[OPTIMC_QBLOCK];
-    int f16c = optimc_use_f16c();
+    int f16c = optimc_use(OPTIMC_F16C);
     for (size_t b = 0; b < x->n; b += OPTIMC_QBLOCK) {
         size_t len = x->n - b < OPTIMC_QBLOCK ? x->n - b : OPTIMC_QBLOCK;
         halfparam_decode(x->param_format, f16c, (const uint16_t *)x->grad + b, len, grad);
@@ -390,7 +390,7 @@ static int halfparam_all_finite(const optimc_tensor *x)
  * use): decode, or encode to nearest (step_key unused) or stochastically. */
 static void halfparam_decode_array(int format, const uint16_t *h, size_t n, float *out)
 {
-    int f16c = optimc_use_f16c();
+    int f16c = optimc_use(OPTIMC_F16C);
     for (size_t b = 0; b < n; b += OPTIMC_QBLOCK)
         halfparam_decode(format, f16c, h + b, n - b < OPTIMC_QBLOCK ? n - b : OPTIMC_QBLOCK, out + b);
 }
@@ -398,7 +398,7 @@ static void halfparam_decode_array(int format, const uint16_t *h, size_t n, floa
 static void halfparam_encode_array(int format, int stochastic, uint64_t step_key, const float *v, size_t n,
                                    uint16_t *out)
 {
-    int f16c = optimc_use_f16c();
+    int f16c = optimc_use(OPTIMC_F16C);
     for (size_t b = 0; b < n; b += OPTIMC_QBLOCK)
         halfparam_encode(format, stochastic, f16c, step_key, v + b, b, n - b < OPTIMC_QBLOCK ? n - b : OPTIMC_QBLOCK,
                          out + b);

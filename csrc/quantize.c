@@ -77,10 +77,43 @@ static void build_map(optimc_qmap *m, int is_signed)
     fill_buckets(m, mid);
 }
 
+/* The VBMI forms of the map (quantize.h): the byte planes of the values,
+ * and the thresholds T_j (the first cell whose code exceeds j, from the
+ * bucket table) as a complete search tree. tree_ok only if the descent, done
+ * here as the vector code does it, gives the bucket table's code for every
+ * one of the 65536 cells. */
+static void build_vbmi_forms(optimc_qmap *m)
+{
+    for (int c = 0; c < 256; c++) {
+        uint32_t bits;
+        memcpy(&bits, &m->code[c], sizeof bits);
+        for (int b = 0; b < 4; b++) m->plane[b][c] = (uint8_t)(bits >> (8 * b));
+    }
+    uint32_t first[255];
+    int j = 0;
+    for (uint32_t cell = 0; cell < OPTIMC_QGRID && j < 255; cell++)
+        while (j < 255 && optimc_q8_code(m, cell) > (uint32_t)j) first[j++] = cell;
+    m->tree_ok = j == 255;   /* every threshold is a cell: the last cell takes code 255 */
+    if (!m->tree_ok) return;
+    /* node 2^d + p (depth d) holds the threshold of rank (2p + 1)·2^(7−d) − 1,
+     * as 65535 − T (quantize.h: optimc_q8_descend32) */
+    m->tree[0] = 0;
+    for (int d = 0; d < 8; d++)
+        for (int p = 0; p < (1 << d); p++)
+            m->tree[(1 << d) + p] = (uint16_t)(65535u - first[(2 * p + 1) * (1 << (7 - d)) - 1]);
+    for (uint32_t cell = 0; cell < OPTIMC_QGRID; cell++) {
+        uint32_t node = 1;
+        while (node < 256) node = 2 * node + ((cell + m->tree[node] + 1) >> 16);
+        if (node - 256 != optimc_q8_code(m, cell)) m->tree_ok = 0;
+    }
+}
+
 static void build_maps(void)
 {
     build_map(&maps[0], 0);
     build_map(&maps[1], 1);
+    build_vbmi_forms(&maps[0]);
+    build_vbmi_forms(&maps[1]);
 }
 
 const optimc_qmap *optimc_qmap_get(int is_signed)
@@ -94,7 +127,7 @@ void optimc_quantize_blockwise(int is_signed, const float *x, size_t n, uint8_t 
     const optimc_qmap *m = optimc_qmap_get(is_signed);
     for (size_t b = 0; b < n; b += OPTIMC_QBLOCK) {
         size_t len = n - b < OPTIMC_QBLOCK ? n - b : OPTIMC_QBLOCK;
-        absmax[b / OPTIMC_QBLOCK] = optimc_q8_encode(m, x + b, len, codes + b);
+        absmax[b / OPTIMC_QBLOCK] = optimc_q8_encode(m, x + b, len, codes + b, 0);
     }
 }
 
@@ -103,7 +136,7 @@ void optimc_dequantize_blockwise(int is_signed, const uint8_t *codes, const floa
     const optimc_qmap *m = optimc_qmap_get(is_signed);
     for (size_t b = 0; b < n; b += OPTIMC_QBLOCK) {
         size_t len = n - b < OPTIMC_QBLOCK ? n - b : OPTIMC_QBLOCK;
-        optimc_q8_decode(m, codes + b, absmax[b / OPTIMC_QBLOCK], len, x + b);
+        optimc_q8_decode(m, codes + b, absmax[b / OPTIMC_QBLOCK], len, x + b, 0);
     }
 }
 

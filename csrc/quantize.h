@@ -32,6 +32,12 @@
  * them: code = k < edge ? low : high. tests/test_lowprec_quantize.py checks
  * every one of the 65536 cells against the reference's table.
  *
+ * Where the CPU has AVX-512 VBMI (and BW, VBMI2), the avx512 kernels use
+ * two more forms of the same functions, held in registers (see "AVX-512
+ * VBMI" below; quantize.c builds them from the bucket table and checks every
+ * cell): lut as a 255-threshold search tree descended 32 cells at a time,
+ * and the map as four byte planes read 64 codes at a time.
+ *
  * bfloat16: the top 16 bits of a float32, rounded to nearest even; NaN stays
  * a (quiet) NaN.
  *
@@ -67,6 +73,11 @@ typedef struct {
     /* cell -> code (see the top of this file): bucket[b] = edge | low << 16 | high << 24 */
     int bucket_bits;               /* mantissa bits of the bucket index */
     uint32_t bucket[OPTIMC_QBUCKETS];
+    /* the same two functions in the forms the AVX-512 VBMI codecs read from
+     * registers (see "AVX-512 VBMI" below): */
+    _Alignas(64) uint16_t tree[256];      /* cell -> code: a search tree's thresholds (tree[0] unused) */
+    _Alignas(64) uint8_t plane[4][256];   /* code -> value: byte b of each code's float bits */
+    int tree_ok;                   /* the tree gives lut(k) for every cell (checked when built) */
 } optimc_qmap;
 
 /* The two maps, built on first use (thread-safe); never NULL. */
@@ -89,15 +100,35 @@ static inline float optimc_q8_absmax(const float *restrict x, size_t n)
     float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     size_t i = 0;
 #if defined(__AVX512F__)
-    /* 16 lanes folded into the 8 below (max is exact and order-free) */
-    __m512 m16 = _mm512_setzero_ps();
+    /* 16 lanes folded into the 8 below (max is exact and order-free); four
+     * accumulators over 64 values a step, so that the maxes do not wait on
+     * each other */
+    __m512 m16 = _mm512_setzero_ps(), a1 = m16, a2 = m16, a3 = m16;
+    for (; i + 64 <= n; i += 64) {
+        m16 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i)), m16);
+        a1 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i + 16)), a1);
+        a2 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i + 32)), a2);
+        a3 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i + 48)), a3);
+    }
+    m16 = _mm512_max_ps(_mm512_max_ps(a1, m16), _mm512_max_ps(a3, a2));
     for (; i + 16 <= n; i += 16) m16 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i)), m16);
-    _mm256_storeu_ps(lane, _mm256_max_ps(_mm512_castps512_ps256(m16),
-                                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(m16), 1))));
+    if (i < n)   /* the tail, the rest of the lanes read as 0 */
+        m16 = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps((__mmask16)((1u << (n - i)) - 1), x + i)), m16);
+    /* no lane holds a NaN (maxps(NaN, m) is m), so the lanes fold in any
+     * order to the same max: a tree of shuffles, not a chain of scalars */
+    return _mm512_reduce_max_ps(m16);
 #endif
 #if defined(__AVX2__) && defined(__FMA__)
     /* maxps(a, m) is `a > m ? a : m`, the scalar rule below */
     __m256 m8 = _mm256_loadu_ps(lane), abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256 b1 = _mm256_setzero_ps(), b2 = b1, b3 = b1;   /* as above: four accumulators */
+    for (; i + 32 <= n; i += 32) {
+        m8 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i), abs_mask), m8);
+        b1 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i + 8), abs_mask), b1);
+        b2 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i + 16), abs_mask), b2);
+        b3 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i + 24), abs_mask), b3);
+    }
+    m8 = _mm256_max_ps(_mm256_max_ps(b1, m8), _mm256_max_ps(b3, b2));
     for (; i + 8 <= n; i += 8) m8 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i), abs_mask), m8);
     _mm256_storeu_ps(lane, m8);
 #endif
@@ -199,9 +230,11 @@ static inline __m512i optimc_q8_code16(const optimc_qmap *m, const float *x, __m
 }
 #endif
 
-/* Encode n <= OPTIMC_QBLOCK values; returns the block's absmax. */
-static inline float optimc_q8_encode(const optimc_qmap *m, const float *restrict x, size_t n,
-                                     uint8_t *restrict codes)
+/* Encode n <= OPTIMC_QBLOCK values; returns the block's absmax. The
+ * plain form: a gather from the bucket table (AVX2, AVX-512F) or a table
+ * read per value. */
+static inline float optimc_q8_encode_plain(const optimc_qmap *m, const float *restrict x, size_t n,
+                                           uint8_t *restrict codes)
 {
     if (n > OPTIMC_QBLOCK) n = OPTIMC_QBLOCK;   /* one block at most (callers never pass more) */
     float absmax = optimc_q8_absmax(x, n);
@@ -233,8 +266,8 @@ static inline float optimc_q8_encode(const optimc_qmap *m, const float *restrict
     return absmax;
 }
 
-static inline void optimc_q8_decode(const optimc_qmap *m, const uint8_t *restrict codes, float absmax,
-                                    size_t n, float *restrict x)
+static inline void optimc_q8_decode_plain(const optimc_qmap *m, const uint8_t *restrict codes, float absmax,
+                                          size_t n, float *restrict x)
 {
     size_t i = 0;
 #if defined(__AVX512F__)
@@ -270,6 +303,198 @@ static inline void optimc_q8_decode(const optimc_qmap *m, const uint8_t *restric
     }
 #endif
     for (; i < n; i++) x[i] = m->code[codes[i]] * absmax;
+}
+
+#if defined(__AVX512F__) && defined(__GNUC__)
+/* ---- AVX-512 VBMI (with BW and VBMI2): the codecs from registers ----
+ * Compiled for their own target (the avx512 level needs only F, VL and DQ)
+ * and called only where the CPU has BW, VBMI and VBMI2 and the switch is on
+ * (runtime.h: optimc_use(OPTIMC_VBMI)); they compute the same bits as the plain
+ * forms, value for value (the tests compare both, at every cell).
+ *
+ * Encoding, 32 values per vector of 16-bit cells: the grid cell (as in
+ * optimc_q8_cell, in fewer steps: optimc_q8_cells16), then lut(k) without a
+ * table read. lut is a step function that ascends with k, so
+ * lut(k) = #{j : T_j <= k}, T_j the first cell whose code exceeds j (255
+ * thresholds < 65536; quantize.c derives them from the bucket table itself
+ * and checks every cell). That count is an eight-step descent of a complete
+ * binary search tree (node 1 the root, children 2n and 2n+1, the leaves
+ * 256 + code) whose 255 thresholds fit eight registers of 16-bit words: one
+ * permute reads the node's threshold for 32 cells at once (nodes 2-31 from
+ * one register, 32-63 from another, 64-127 from a pair, 128-255 from two
+ * more pairs and a blend on the root's outcome, bit 6 of those nodes).
+ *
+ * Decoding, 64 codes at a time: the map as four planes of 256 bytes (byte b
+ * of each value's bits), each plane four registers: two 128-entry byte
+ * permutes and a blend on code bit 7 give that byte of all 64 values; two
+ * rounds of unpacks put the four bytes together into 32-bit values. The
+ * unpacks work within 128-bit lanes, so the codes are first permuted such
+ * that the values come out in order. */
+#define OPTIMC_VBMI_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx512vbmi,avx512vbmi2,avx2,fma")))
+
+/* The grid cells of 16 values x·inv (masked-off lanes read as 0), as 32-bit
+ * integers that the caller saturates to [0, 65535] (vpackusdw), for a finite
+ * inv = 1/absmax: the bits of optimc_q8_cell in fewer steps.
+ *  - |x| <= absmax, so v = x·inv is within a rounding of [-1, 1], or NaN
+ *    (x NaN, or x infinite and inv 0): never infinite.
+ *  - For v in [-1, 1], s = fl(v + 1) is 0 or at least 2^-24, so t = s·½ is
+ *    exact and t·65535 = s·32767.5 exactly: one rounding of s·32767.5 + ½ is
+ *    the scalar rule's one rounding of t·65535 + ½.
+ *  - Just past the ends, where the scalar rule clamps: past −1, s·32767.5 + ½
+ *    is less than ½ and truncates to 0 or less; past 1, s is at most
+ *    2 + 2^-22 and the cell 65535 or 65536; NaN converts to INT_MIN. The
+ *    saturating pack makes these 0, 65535 and 0, the clamped rule's cells. */
+OPTIMC_VBMI_TARGET static inline __m512i optimc_q8_cells16(const float *x, __mmask16 k, __m512 inv)
+{
+    __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, x), inv), _mm512_set1_ps(1.0f));
+    return _mm512_cvttps_epi32(_mm512_fmadd_ps(s, _mm512_set1_ps(32767.5f), _mm512_set1_ps(0.5f)));
+}
+
+/* The codes of 4 x 32 cells (16-bit lanes) as 256 + code: the tree's
+ * descent, level by level. A permute reads each node's threshold T, stored
+ * as 65535 − T; the rounding average (cell + 65535 − T + 1) >> 1 (17 bits
+ * inside, no overflow) has its top bit set exactly where cell >= T, and the
+ * concatenating shift moves that bit in as the node's new low bit
+ * (node' = 2·node + [cell >= T]). Each descent is a chain of dependent
+ * steps: four side by side keep the core busy (measured: 10% faster than
+ * two here, AMD Zen 4). */
+#define OPTIMC_Q8_CHAINS 4
+OPTIMC_VBMI_TARGET static inline void optimc_q8_descend(const optimc_qmap *m, const __m512i *cell,
+                                                        const __m512i *t, __m512i *node)
+{
+    __mmask32 right[OPTIMC_Q8_CHAINS];   /* the root's outcomes: bit 6 of the nodes at level 7 */
+    for (int h = 0; h < OPTIMC_Q8_CHAINS; h++) {
+        __m512i r = _mm512_avg_epu16(cell[h], _mm512_set1_epi16((short)m->tree[1]));
+        right[h] = _mm512_movepi16_mask(r);
+        node[h] = _mm512_shldi_epi16(_mm512_set1_epi16(1), r, 1);
+    }
+#pragma GCC unroll 4
+    for (int level = 1; level < 5; level++)   /* nodes 2-31: one register */
+        for (int h = 0; h < OPTIMC_Q8_CHAINS; h++)
+            node[h] = _mm512_shldi_epi16(node[h], _mm512_avg_epu16(cell[h], _mm512_permutexvar_epi16(node[h], t[0])), 1);
+    /* nodes 32-63 (their low 5 bits), 64-127 (low 6 bits) */
+    for (int h = 0; h < OPTIMC_Q8_CHAINS; h++)
+        node[h] = _mm512_shldi_epi16(node[h], _mm512_avg_epu16(cell[h], _mm512_permutexvar_epi16(node[h], t[1])), 1);
+    for (int h = 0; h < OPTIMC_Q8_CHAINS; h++)
+        node[h] = _mm512_shldi_epi16(node[h], _mm512_avg_epu16(cell[h], _mm512_permutex2var_epi16(t[2], node[h], t[3])), 1);
+    /* nodes 128-255: the half by the root's outcome */
+    for (int h = 0; h < OPTIMC_Q8_CHAINS; h++) {
+        __m512i th = _mm512_mask_blend_epi16(right[h], _mm512_permutex2var_epi16(t[4], node[h], t[5]),
+                                             _mm512_permutex2var_epi16(t[6], node[h], t[7]));
+        node[h] = _mm512_shldi_epi16(node[h], _mm512_avg_epu16(cell[h], th), 1);
+    }
+}
+
+OPTIMC_VBMI_TARGET static float optimc_q8_encode_vbmi(const optimc_qmap *m, const float *restrict x, size_t n,
+                                                      uint8_t *restrict codes)
+{
+    if (n > OPTIMC_QBLOCK) n = OPTIMC_QBLOCK;
+    float absmax = optimc_q8_absmax(x, n);
+    if (absmax == 0.0f) {
+        memset(codes, 0, n);
+        return absmax;
+    }
+    float inv1 = 1.0f / absmax;
+    /* absmax below 1/FLT_MAX (subnormal): inv overflows, x·inv can be
+     * infinite, and the cells need the clamp (optimc_q8_cells16) */
+    if (!(inv1 <= 3.40282347e38f)) return optimc_q8_encode_plain(m, x, n, codes);
+    /* the saturating pack of two 16-lane vectors interleaves their 128-bit
+     * lanes (4 values of the first, 4 of the second, ...): byte j of this
+     * index is the low byte of value j's word, over the two halves of a
+     * 64-value step */
+    static const uint8_t order_bytes[64] = {
+        0, 2, 4, 6, 16, 18, 20, 22, 32, 34, 36, 38, 48, 50, 52, 54,
+        8, 10, 12, 14, 24, 26, 28, 30, 40, 42, 44, 46, 56, 58, 60, 62,
+        64, 66, 68, 70, 80, 82, 84, 86, 96, 98, 100, 102, 112, 114, 116, 118,
+        72, 74, 76, 78, 88, 90, 92, 94, 104, 106, 108, 110, 120, 122, 124, 126};
+    const __m512i order = _mm512_loadu_si512((const void *)order_bytes);
+    const __m512 inv = _mm512_set1_ps(inv1);
+    __m512i t[8];
+    for (int j = 0; j < 8; j++) t[j] = _mm512_load_si512((const void *)(m->tree + 32 * j));
+    for (size_t i = 0; i < n; i += 32 * OPTIMC_Q8_CHAINS) {
+        __mmask64 k[OPTIMC_Q8_CHAINS / 2];   /* the values of each 64 that are there */
+        __m512i cell[OPTIMC_Q8_CHAINS], node[OPTIMC_Q8_CHAINS];
+        for (int h = 0; h < OPTIMC_Q8_CHAINS; h++) {
+            size_t at = i + 32 * h;
+            if (h % 2 == 0) {
+                size_t left = n > at ? n - at : 0;
+                k[h / 2] = left >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << left) - 1;
+            }
+            __mmask64 kh = k[h / 2] >> (32 * (h % 2));
+            cell[h] = _mm512_packus_epi32(optimc_q8_cells16(x + at, (__mmask16)kh, inv),
+                                          optimc_q8_cells16(x + at + 16, (__mmask16)(kh >> 16), inv));
+        }
+        optimc_q8_descend(m, cell, t, node);
+        /* node = 256 + code: its low byte */
+        for (int h = 0; h < OPTIMC_Q8_CHAINS / 2; h++)
+            if (k[h])
+                _mm512_mask_storeu_epi8(codes + i + 64 * h, k[h],
+                                        _mm512_permutex2var_epi8(node[2 * h], order, node[2 * h + 1]));
+    }
+    return absmax;
+}
+
+OPTIMC_VBMI_TARGET static void optimc_q8_decode_vbmi(const optimc_qmap *m, const uint8_t *restrict codes,
+                                                     float absmax, size_t n, float *restrict x)
+{
+    /* byte j of the permuted codes is code 16q + 4L + r for j = 16L + 4q + r
+     * (L the 128-bit lane, r the byte of a 4-value group): then the unpacks'
+     * output q holds values 16q .. 16q+15 in order */
+    static const uint8_t order_bytes[64] = {
+        0, 1, 2, 3, 16, 17, 18, 19, 32, 33, 34, 35, 48, 49, 50, 51,
+        4, 5, 6, 7, 20, 21, 22, 23, 36, 37, 38, 39, 52, 53, 54, 55,
+        8, 9, 10, 11, 24, 25, 26, 27, 40, 41, 42, 43, 56, 57, 58, 59,
+        12, 13, 14, 15, 28, 29, 30, 31, 44, 45, 46, 47, 60, 61, 62, 63};
+    const __m512i order = _mm512_loadu_si512((const void *)order_bytes);
+    const __m512 scale = _mm512_set1_ps(absmax);
+    __m512i p[4][4];
+    for (int b = 0; b < 4; b++)
+        for (int q = 0; q < 4; q++) p[b][q] = _mm512_load_si512((const void *)(m->plane[b] + 64 * q));
+    for (size_t i = 0; i < n; i += 64) {
+        __mmask64 k = n - i >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (n - i)) - 1;
+        __m512i c = _mm512_permutexvar_epi8(order, _mm512_maskz_loadu_epi8(k, codes + i));
+        __mmask64 high = _mm512_movepi8_mask(c);   /* code bit 7: entries 128-255 */
+        __m512i byte[4];
+        for (int b = 0; b < 4; b++)
+            byte[b] = _mm512_mask_blend_epi8(high, _mm512_permutex2var_epi8(p[b][0], c, p[b][1]),
+                                             _mm512_permutex2var_epi8(p[b][2], c, p[b][3]));
+        __m512i lo01 = _mm512_unpacklo_epi8(byte[0], byte[1]), hi01 = _mm512_unpackhi_epi8(byte[0], byte[1]);
+        __m512i lo23 = _mm512_unpacklo_epi8(byte[2], byte[3]), hi23 = _mm512_unpackhi_epi8(byte[2], byte[3]);
+        __m512i v[4] = {_mm512_unpacklo_epi16(lo01, lo23), _mm512_unpackhi_epi16(lo01, lo23),
+                        _mm512_unpacklo_epi16(hi01, hi23), _mm512_unpackhi_epi16(hi01, hi23)};
+        for (int q = 0; q < 4; q++)
+            _mm512_mask_storeu_ps(x + i + 16 * q, (__mmask16)(k >> (16 * q)),
+                                  _mm512_mul_ps(_mm512_castsi512_ps(v[q]), scale));
+    }
+}
+#define OPTIMC_HAVE_VBMI_CODECS 1
+#endif
+
+/* The codecs the block wrapper calls: the VBMI forms where compiled and
+ * `vbmi` says the CPU has them and they are switched on (the caller reads
+ * optimc_use(OPTIMC_VBMI) once per step), the plain forms otherwise; the same bits
+ * either way. */
+static inline float optimc_q8_encode(const optimc_qmap *m, const float *restrict x, size_t n,
+                                     uint8_t *restrict codes, int vbmi)
+{
+#ifdef OPTIMC_HAVE_VBMI_CODECS
+    if (vbmi && m->tree_ok) return optimc_q8_encode_vbmi(m, x, n, codes);
+#endif
+    (void)vbmi;
+    return optimc_q8_encode_plain(m, x, n, codes);
+}
+
+static inline void optimc_q8_decode(const optimc_qmap *m, const uint8_t *restrict codes, float absmax,
+                                    size_t n, float *restrict x, int vbmi)
+{
+#ifdef OPTIMC_HAVE_VBMI_CODECS
+    if (vbmi) {
+        optimc_q8_decode_vbmi(m, codes, absmax, n, x);
+        return;
+    }
+#endif
+    (void)vbmi;
+    optimc_q8_decode_plain(m, codes, absmax, n, x);
 }
 
 /* bfloat16 blocks: the scalar rules below, eight at a time where AVX2 is on */
@@ -348,7 +573,7 @@ OPTIMC_ALWAYS_INLINE void optimc_bf16_encode_block(const float *restrict x, size
 }
 
 #if defined(__AVX512F__)
-/* The same rounding with AVX512_BF16 (runtime.h, optimc_use_avx512bf16):
+/* The same rounding with AVX512_BF16 (runtime.h, optimc_use(OPTIMC_AVX512BF16)):
  * vcvtne2ps2bf16 rounds 32 values to nearest even and quiets NaNs exactly as
  * optimc_bf16_encode does (checked over all 2^32 floats), except that it
  * reads a subnormal as zero; 32 values holding one go the integer way. */

@@ -72,51 +72,39 @@ int optimc_get_level(void)
     return level;
 }
 
-/* ---- F16C ---- */
+/* ---- CPU features (runtime.h) ---- */
 
-static atomic_int f16c_on = 1;   /* not switched off (tests switch it) */
+static atomic_int feature_on[OPTIMC_N_FEATURES] = {1, 1, 1};   /* not switched off (tests switch them) */
 
-int optimc_cpu_f16c(void)
+int optimc_cpu_has(optimc_feature f)
 {
 #ifdef OPTIMC_HAVE_X86_LEVELS
     __builtin_cpu_init();
-    return __builtin_cpu_supports("f16c") != 0;
+    switch (f) {
+    case OPTIMC_F16C: return __builtin_cpu_supports("f16c") != 0;
+    case OPTIMC_AVX512BF16: return __builtin_cpu_supports("avx512bf16") != 0;
+    case OPTIMC_VBMI:
+        return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vbmi")
+               && __builtin_cpu_supports("avx512vbmi2");
+    default: return 0;
+    }
 #else
+    (void)f;
     return 0;
 #endif
 }
 
-int optimc_use_f16c(void) { return atomic_load_explicit(&f16c_on, memory_order_relaxed) && optimc_cpu_f16c(); }
-
-int optimc_set_f16c(int on)
+int optimc_use(optimc_feature f)
 {
-    atomic_store_explicit(&f16c_on, on != 0, memory_order_relaxed);
-    return optimc_use_f16c();
+    return f >= 0 && f < OPTIMC_N_FEATURES && atomic_load_explicit(&feature_on[f], memory_order_relaxed)
+           && optimc_cpu_has(f);
 }
 
-/* ---- AVX512_BF16 ---- */
-
-static atomic_int avx512bf16_on = 1;   /* not switched off (tests switch it) */
-
-int optimc_cpu_avx512bf16(void)
+int optimc_set_feature(optimc_feature f, int on)
 {
-#ifdef OPTIMC_HAVE_X86_LEVELS
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512bf16") != 0;
-#else
-    return 0;
-#endif
-}
-
-int optimc_use_avx512bf16(void)
-{
-    return atomic_load_explicit(&avx512bf16_on, memory_order_relaxed) && optimc_cpu_avx512bf16();
-}
-
-int optimc_set_avx512bf16(int on)
-{
-    atomic_store_explicit(&avx512bf16_on, on != 0, memory_order_relaxed);
-    return optimc_use_avx512bf16();
+    if (f < 0 || f >= OPTIMC_N_FEATURES) return 0;
+    atomic_store_explicit(&feature_on[f], on != 0, memory_order_relaxed);
+    return optimc_use(f);
 }
 
 /* ---- threads ---- */

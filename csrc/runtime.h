@@ -20,24 +20,21 @@ int optimc_parse_simd(const char *text, int *out);
 int optimc_env_num_threads(int *out);
 int optimc_env_simd(int *out);
 
-/* F16C (vcvtph2ps/vcvtps2ph): the float16 conversions of halfparam_impl.h use
- * it at the avx2 and avx512 levels when the CPU has it (its own CPUID bit:
- * an AVX2 CPU without it gets the software conversion, which gives the same
- * bits). optimc_set_f16c(0) turns it off (tests compare both ways);
- * optimc_set_f16c(1) turns it back on where the CPU has it. Both return
- * whether it is now in use. */
-int optimc_cpu_f16c(void);
-int optimc_use_f16c(void);
-int optimc_set_f16c(int on);
-
-/* AVX512_BF16 (vcvtne2ps2bf16): bfloat16 state is rounded with it at the
- * avx512 level when the CPU has it (quantize.h); it reads subnormal inputs
- * as zero, so vectors holding one take the integer rounding, and the bits
- * are the same either way. optimc_set_avx512bf16(0) turns it off (tests
- * compare both ways), (1) back on where the CPU has it; both return whether
- * it is now in use. */
-int optimc_cpu_avx512bf16(void);
-int optimc_use_avx512bf16(void);
-int optimc_set_avx512bf16(int on);
+/* CPU features past a SIMD level's own (their own CPUID bits), each used
+ * where the CPU has it and each giving the same bits as the code without it:
+ *   OPTIMC_F16C        vcvtph2ps/vcvtps2ph: float16 params (halfparam_impl.h),
+ *                      avx2 and avx512 levels;
+ *   OPTIMC_AVX512BF16  vcvtne2ps2bf16: bfloat16 state rounding at avx512
+ *                      (quantize.h; it reads subnormals as zero, so 32 values
+ *                      holding one are rounded the integer way);
+ *   OPTIMC_VBMI        AVX-512 VBMI/VBMI2 with BW: the 8-bit state codecs read
+ *                      the map from registers (byte and word permutes) at
+ *                      avx512 (quantize.h; the level needs only F, VL, DQ).
+ * optimc_set_feature(f, 0) turns one off (tests compare both ways), (f, 1)
+ * back on where the CPU has it; both return whether it is now in use. */
+typedef enum { OPTIMC_F16C, OPTIMC_AVX512BF16, OPTIMC_VBMI, OPTIMC_N_FEATURES } optimc_feature;
+int optimc_cpu_has(optimc_feature f);
+int optimc_use(optimc_feature f);
+int optimc_set_feature(optimc_feature f, int on);
 
 #endif

@@ -15,8 +15,9 @@ LEVELS = ("baseline", "avx2", "avx512")  # lowest first, as in csrc/optimc.h
 
 def show_config(print_it=True):
     """Print the SIMD level in use (and the CPU's best), the thread count, the
-    bytes a step must move (reads + writes) to be split over threads, and the
-    compile flags. With ``print_it=False`` return them as a dict instead of
+    bytes a step must move (reads + writes) to be split over threads, the
+    compile flags and the CPU features in use past the SIMD level (each gives
+    the same bits as the code without it). With ``print_it=False`` return them as a dict instead of
     printing (printing and returning would show them twice in a notebook)."""
     cfg = _core.config()
     if not print_it:

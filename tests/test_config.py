@@ -100,10 +100,27 @@ def test_show_config_prints_once_and_returns_none(capsys):
 
 def test_show_config_dict():
     cfg = optimc.show_config(print_it=False)
-    assert set(cfg) == {"simd", "cpu_simd", "num_threads", "thread_threshold", "compile_flags"}
+    assert set(cfg) == {"simd", "cpu_simd", "num_threads", "thread_threshold", "compile_flags", "cpu_features"}
+    assert set(cfg["cpu_features"]) == {"f16c", "avx512bf16", "vbmi"}
     assert cfg["simd"] in LEVELS and cfg["cpu_simd"] in LEVELS
     assert cfg["num_threads"] == optimc.get_num_threads()
     assert "-ffast-math" not in cfg["compile_flags"]
+
+
+def test_cpu_features_switch_and_refuse_unknown_names():
+    from optimc import _core
+    on = _core.config()["cpu_features"]
+    try:
+        for name in on:
+            assert _core.set_cpu_feature(name, False) is False
+            assert _core.config()["cpu_features"][name] is False
+            assert _core.set_cpu_feature(name, True) == on[name]   # back on only where the CPU has it
+    finally:
+        for name in on:
+            _core.set_cpu_feature(name, True)
+    with pytest.raises(ValueError, match="name: expected 'f16c', 'avx512bf16' or 'vbmi', got 'sse'"):
+        _core.set_cpu_feature("sse", True)
+    assert _core.config()["cpu_features"] == on
 
 
 def test_set_num_threads_range_and_types():

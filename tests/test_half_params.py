@@ -72,7 +72,7 @@ def engine_configs():
     cfg = optimc.show_config(print_it=False)
     levels = ["baseline", "avx2", "avx512"]
     levels = levels[:levels.index(cfg["cpu_simd"]) + 1]
-    f16c = _core.set_f16c(True)
+    f16c = _core.set_cpu_feature("f16c", True)
     return [(lv, on) for lv in levels for on in ([False, True] if f16c else [False])]
 
 
@@ -83,11 +83,11 @@ def in_each_config(fn):
     try:
         for level, f16c in engine_configs():
             optimc.set_simd(level)
-            assert _core.set_f16c(f16c) == f16c
+            assert _core.set_cpu_feature("f16c", f16c) == f16c
             out[(level, f16c)] = fn()
     finally:
         optimc.set_simd(cfg["simd"])
-        _core.set_f16c(True)
+        _core.set_cpu_feature("f16c", True)
     return out
 
 
@@ -488,7 +488,7 @@ def test_threads_and_simd_levels_give_the_same_bits(fmt, mode):
                 (2, lv, on) for lv in levels for on in (True, False)]:
             optimc.set_num_threads(threads)
             optimc.set_simd(level)
-            _core.set_f16c(f16c)
+            _core.set_cpu_feature("f16c", f16c)
             ps = half_params(fmt, shapes=shapes)
             opt = optimc.Adam(ps, lr=1e-3, max_grad_norm=1.0, **kw)
             for g in grads:
@@ -497,7 +497,7 @@ def test_threads_and_simd_levels_give_the_same_bits(fmt, mode):
     finally:
         optimc.set_num_threads(cfg["num_threads"])
         optimc.set_simd(cfg["cpu_simd"])
-        _core.set_f16c(True)
+        _core.set_cpu_feature("f16c", True)
         optimc._core.set_thread_threshold(cfg["thread_threshold"])
     for r in results[1:]:
         assert all(np.array_equal(x, y) for x, y in zip(results[0], r))

@@ -156,26 +156,32 @@ def test_every_grid_cell_takes_the_reference_code(signed):
     assert np.array_equal(_core.quantize_blockwise(x, signed)[0], ref_quantize(x, signed)[0])
 
 
+@pytest.mark.parametrize("vbmi", [False, True], ids=["plain", "vbmi"])
 @pytest.mark.parametrize("level", ["baseline", "avx2", "avx512"])
-def test_every_grid_cell_in_the_step_kernels(level):
-    """The same, through the block wrapper of each SIMD level the CPU has: one
-    step of SGD with momentum stores exactly its grad (signed map), one step of
-    Adagrad stores exactly its squared grad (unsigned map)."""
+def test_every_grid_cell_in_the_step_kernels(level, vbmi):
+    """The same, through the block wrapper of each SIMD level the CPU has
+    (and at avx512 both 8-bit codecs: VBMI's search tree and the bucket
+    table): one step of SGD with momentum stores exactly its grad (signed
+    map), one step of Adagrad stores exactly its squared grad (unsigned map)."""
     import optimc
     order = ["baseline", "avx2", "avx512"]
     cfg = optimc.show_config(False)
     if order.index(level) > order.index(cfg["cpu_simd"]):
         pytest.skip(f"the CPU has no {level}")
+    if vbmi and (level != "avx512" or not _core.set_cpu_feature("vbmi", True)):
+        pytest.skip("the VBMI codecs run at the avx512 level of a CPU with VBMI")
     x = _every_cell()
     sq = np.sqrt(np.abs(x)).astype(F32)                 # squares land on (or next to) every cell >= 0
     try:
         optimc.set_simd(level)
+        assert _core.set_cpu_feature("vbmi", vbmi) == vbmi
         sgd = optimc.SGD([np.zeros_like(x)], lr=0.0, momentum=0.9, state_dtype="8bit", min_8bit_size=0)
         sgd.step([x])
         ada = optimc.Adagrad([np.zeros_like(sq)], lr=0.0, state_dtype="8bit", min_8bit_size=0)
         ada.step([sq])
     finally:
         optimc.set_simd(cfg["simd"])
+        _core.set_cpu_feature("vbmi", True)
     assert np.array_equal(sgd.state[0]["momentum_buffer"], ref_quantize(x, True)[0])
     assert np.array_equal(ada.state[0]["sum"], ref_quantize(sq * sq, False)[0])
 

@@ -1,19 +1,16 @@
 /* halfparam.c (binding) — bfloat16 and float16 params: recognising their
  * arrays (ml_dtypes.bfloat16 is a user-defined NumPy dtype, found by its
  * type's name, so optimc needs ml_dtypes only when a user brings it), the
- * master copy, and the float16 conversions as module functions for tests:
- * and the conversions of the SIMD level in use as module functions for tests:
+ * master copy, and the conversions of the SIMD level in use as module functions for tests:
  *   f16_encode(x float32) -> uint16 (round to nearest even)
  *   f16_decode(h uint16) -> float32
  *   half_encode(x float32, format, step_key=None) -> uint16: "bfloat16" or
  *       "float16", to nearest even, or stochastically with the stream
  *       step_key (element i takes the generator's bits number i)
- *   set_f16c(on) -> bool: use F16C where the CPU has it (default), or not;
- *       returns whether it is now in use */
+ * (F16C on or off for the tests: module.c's set_cpu_feature.) */
 #include "binding.h"
 #include "halfparam.h"
 #include "kernels.h"
-#include "runtime.h"
 #include <string.h>
 
 int half_format_of(PyObject *o)
@@ -137,19 +134,10 @@ static PyObject *mod_half_encode(PyObject *m, PyObject *args)
     return encode(o, format, key != Py_None, step_key);
 }
 
-static PyObject *mod_set_f16c(PyObject *m, PyObject *arg)
-{
-    (void)m;
-    int on = PyObject_IsTrue(arg);
-    if (on < 0) return NULL;
-    return PyBool_FromLong(optimc_set_f16c(on));
-}
-
 PyMethodDef optimc_halfparam_methods[] = {
     {"f16_encode", mod_f16_encode, METH_O, "float32 array -> uint16 float16 bits (round to nearest even), 1-D."},
     {"f16_decode", mod_f16_decode, METH_O, "uint16 float16 bits -> float32 array (exact), 1-D."},
     {"half_encode", mod_half_encode, METH_VARARGS,
      "half_encode(x float32, format, step_key=None) -> uint16 bits: to nearest even, or stochastically."},
-    {"set_f16c", mod_set_f16c, METH_O, "Use F16C where the CPU has it (True) or not; returns whether it is in use."},
     {NULL, NULL, 0, NULL},
 };

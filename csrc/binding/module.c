@@ -261,15 +261,36 @@ static PyObject *mod_algorithms(PyObject *m, PyObject *noargs)
     return out;
 }
 
+/* The CPU features of runtime.h, by their Python names (in optimc_feature order). */
+static const char *const feature_names[OPTIMC_N_FEATURES] = {"f16c", "avx512bf16", "vbmi"};
+
 static PyObject *mod_config(PyObject *m, PyObject *noargs)
 {
     (void)m; (void)noargs;
-    return Py_BuildValue("{s:s,s:s,s:i,s:n,s:s}",
+    PyObject *features = PyDict_New();
+    for (int f = 0; features && f < OPTIMC_N_FEATURES; f++) {
+        if (PyDict_SetItemString(features, feature_names[f], optimc_use(f) ? Py_True : Py_False) < 0)
+            Py_CLEAR(features);
+    }
+    if (!features) return NULL;
+    return Py_BuildValue("{s:s,s:s,s:i,s:n,s:s,s:N}",
                          "simd", optimc_level_name(optimc_get_level()),
                          "cpu_simd", optimc_level_name(optimc_cpu_level()),
                          "num_threads", optimc_get_num_threads(),
                          "thread_threshold", (Py_ssize_t)optimc_get_thread_threshold(),
-                         "compile_flags", OPTIMC_CFLAGS);
+                         "compile_flags", OPTIMC_CFLAGS,
+                         "cpu_features", features);
+}
+
+static PyObject *mod_set_cpu_feature(PyObject *m, PyObject *args)
+{
+    (void)m;
+    const char *name;
+    int on;
+    if (!PyArg_ParseTuple(args, "sp:set_cpu_feature", &name, &on)) return NULL;
+    for (int f = 0; f < OPTIMC_N_FEATURES; f++)
+        if (strcmp(name, feature_names[f]) == 0) return PyBool_FromLong(optimc_set_feature(f, on));
+    return PyErr_Format(PyExc_ValueError, "name: expected 'f16c', 'avx512bf16' or 'vbmi', got '%s'", name);
 }
 
 static PyObject *mod_set_simd(PyObject *m, PyObject *arg)
@@ -316,6 +337,8 @@ static PyMethodDef module_methods[] = {
     {"zeros_like", mod_zeros_like, METH_O,
      "A zeroed, 64-byte-aligned array like the given float array, in C-allocated memory."},
     {"set_simd", mod_set_simd, METH_O, "Use a SIMD level no higher than the CPU's; returns it."},
+    {"set_cpu_feature", mod_set_cpu_feature, METH_VARARGS,
+     "(name, on) -> bool: use a CPU feature ('f16c', 'avx512bf16', 'vbmi') where the CPU has it, or not; returns whether it is in use (the bits are the same either way)."},
     {"set_num_threads", mod_set_num_threads, METH_O, "Threads used for large steps."},
     {"set_thread_threshold", mod_set_thread_threshold, METH_O, "Bytes a step moves (reads + writes) from which it uses threads."},
     {"grad_norm", mod_grad_norm, METH_VARARGS, "(grads, norm_type[, writeable]) -> (total_norm, all_finite); writeable: also require writeable grads."},

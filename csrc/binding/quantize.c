@@ -5,12 +5,9 @@
  *   dequantize_blockwise(codes, absmax, signed) -> float32
  *   dynamic_map(signed) -> float32[256]
  *   bf16_encode(x float32) -> uint16;  bf16_decode(h uint16) -> float32
- *   set_avx512bf16(on) -> bool: round bfloat16 state with AVX512_BF16 where
- *                      the CPU has it (default), or not (tests compare both)
  * Arrays are taken as 1-D views of any C-contiguous array of the named dtype. */
 #include "binding.h"
 #include "quantize.h"
-#include "runtime.h"
 
 /* A C-contiguous, aligned array of `typenum`, or NULL with a TypeError. */
 static PyArrayObject *take(PyObject *o, int typenum, const char *name)
@@ -101,14 +98,6 @@ static PyObject *mod_bf16_decode(PyObject *m, PyObject *arg)
     return out;
 }
 
-static PyObject *mod_set_avx512bf16(PyObject *m, PyObject *arg)
-{
-    (void)m;
-    int on = PyObject_IsTrue(arg);
-    if (on < 0) return NULL;
-    return PyBool_FromLong(optimc_set_avx512bf16(on));
-}
-
 PyMethodDef optimc_quantize_methods[] = {
     {"quantize_blockwise", mod_quantize_blockwise, METH_VARARGS,
      "(x float32, signed) -> (codes uint8, absmax float32): 8-bit blockwise dynamic quantization, 256 per block."},
@@ -117,7 +106,5 @@ PyMethodDef optimc_quantize_methods[] = {
     {"dynamic_map", mod_dynamic_map, METH_O, "(signed) -> the 256 float32 values of the dynamic map."},
     {"bf16_encode", mod_bf16_encode, METH_O, "(x float32) -> uint16 bfloat16 bits, round to nearest even."},
     {"bf16_decode", mod_bf16_decode, METH_O, "(h uint16) -> float32."},
-    {"set_avx512bf16", mod_set_avx512bf16, METH_O,
-     "Round bfloat16 state with AVX512_BF16 where the CPU has it (True) or not; returns whether it is in use."},
     {NULL, NULL, 0, NULL},
 };

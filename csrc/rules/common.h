@@ -88,7 +88,7 @@ static inline void SFX(moments_update)(const SFX(moments_coef) *c, T g, T *exp_a
     T *restrict p = (T *)(x)->param; \
     const T *restrict g = (const T *)(x)->grad; \
     const int bf16_state_ = (x)->state_format == OPTIMC_STATE_BF16; \
-    const int bf16_hw_ = bf16_state_ && optimc_use_avx512bf16(); \
+    const int bf16_hw_ = bf16_state_ && optimc_use(OPTIMC_AVX512BF16); \
     T *restrict s0 = bf16_state_ ? NULL : (T *)(x)->state[0]; \
     T *restrict s1 = bf16_state_ ? NULL : (T *)(x)->state[1]; \
     T *restrict s2 = bf16_state_ ? NULL : (T *)(x)->state[2]; \
