@@ -108,20 +108,28 @@ static inline void SFX(moments_update)(const SFX(moments_coef) *c, T g, T *exp_a
 /* A kernel's loop over [lo, hi) (the kernel's arguments): runs its last
  * argument, a rule's one-element update at element i whose state values
  * are *st0..*st3, for the buffers in USED (OPTIMC_S0 | ...; the others' stN
- * are NULL). State stored in bfloat16 is widened into tiles of OPTIMC_TILE
- * values on the stack, updated there by the same loop and rounded back to
- * nearest even (through float for double params): tiles small enough that
- * the conversions of one overlap the update's divisions of the next, where
- * whole-block passes (lowprec_impl.h) ran one after the other. */
+ * are NULL).
+ *
+ * At the avx512 level, state stored in bfloat16 is widened into tiles of
+ * OPTIMC_TILE values on the stack, updated there by the same update (with
+ * the grad preprocessing's options as constants, so that it vectorizes) and
+ * rounded back to nearest even (through float for double params): tiles small
+ * enough that the conversions of one overlap the divisions of the next, where
+ * the block wrapper's whole-block passes (lowprec_impl.h) ran one after the
+ * other. Below avx512 the block wrapper measured faster on 10^7 elements,
+ * and hands the kernel native buffers; there the loop is the plain one. */
 #define OPTIMC_TILE 64
+#define OPTIMC_EACH_NATIVE(USED, ...) \
+    for (size_t i = lo; i < hi; i++) { \
+        T *st0 = (USED) & OPTIMC_S0 ? s0 + i : NULL, *st1 = (USED) & OPTIMC_S1 ? s1 + i : NULL; \
+        T *st2 = (USED) & OPTIMC_S2 ? s2 + i : NULL, *st3 = (USED) & OPTIMC_S3 ? s3 + i : NULL; \
+        (void)st0; (void)st1; (void)st2; (void)st3; \
+        __VA_ARGS__; \
+    }
+#if defined(__AVX512F__)
 #define OPTIMC_EACH(USED, ...) do { \
     if (!bf16_state_) { \
-        for (size_t i = lo; i < hi; i++) { \
-            T *st0 = (USED) & OPTIMC_S0 ? s0 + i : NULL, *st1 = (USED) & OPTIMC_S1 ? s1 + i : NULL; \
-            T *st2 = (USED) & OPTIMC_S2 ? s2 + i : NULL, *st3 = (USED) & OPTIMC_S3 ? s3 + i : NULL; \
-            (void)st0; (void)st1; (void)st2; (void)st3; \
-            __VA_ARGS__; \
-        } \
+        OPTIMC_EACH_NATIVE(USED, __VA_ARGS__) \
     } else { \
         _Alignas(64) T tile_[4][OPTIMC_TILE]; \
         uint16_t *restrict h_[4] = {h0, h1, h2, h3}; \
@@ -141,8 +149,13 @@ static inline void SFX(moments_update)(const SFX(moments_coef) *c, T g, T *exp_a
         }); \
     } \
 } while (0)
+#else
+#define OPTIMC_EACH(USED, ...) do { OPTIMC_EACH_NATIVE(USED, __VA_ARGS__) } while (0)
+#endif
 
-/* bfloat16 bits to T and back (round to nearest even; double through float). */
+#if defined(__AVX512F__)
+/* bfloat16 bits to T and back for the tiles (round to nearest even; double
+ * through float). */
 static inline void SFX(bf16_widen)(const uint16_t *restrict h, size_t n, T *restrict out)
 {
     if (sizeof(T) == sizeof(float)) {
@@ -162,12 +175,9 @@ static inline void SFX(bf16_round)(const T *restrict v, size_t n, uint16_t *rest
         for (size_t i = 0; i < n; i++) f[i] = (float)v[i];
         x = f;
     }
-#if defined(__AVX512F__)
-    if (avx512bf16) {
+    if (avx512bf16)
         optimc_bf16_encode_block_avx512bf16(x, n, h);
-        return;
-    }
-#endif
-    (void)avx512bf16;
-    optimc_bf16_encode_block(x, n, h);
+    else
+        optimc_bf16_encode_block(x, n, h);
 }
+#endif
