@@ -39,6 +39,14 @@ def _configs():
     return [(lv, None) for lv in _levels()] + top
 
 
+def _why_not(level, off):
+    if level not in _levels():
+        return f"the CPU has no {level}"
+    if level != "avx512":
+        return f"{off} is only used at the avx512 level"
+    return f"the CPU has no {off}"
+
+
 def _at(level, off, fn):
     cfg = optimc.show_config(False)
     try:
@@ -104,7 +112,7 @@ def test_quantize_blocks_at_every_level(level, off):
     """8-bit Adam through one level: state equals the baseline quantizer's
     encoding of float32 Adam's state, on data with zero blocks and a short tail."""
     if (level, off) not in _configs():
-        pytest.skip(f"the CPU has no {level}" + (" with VBMI" if off else ""))
+        pytest.skip(_why_not(level, off))
     rng = np.random.default_rng(5)
     p = rng.standard_normal(N).astype(np.float32)
     q = p.copy()
@@ -168,7 +176,7 @@ def test_bfloat16_state_rounds_to_nearest_even(level, off):
     others (AVX512_BF16's instruction reads a subnormal as zero; a group holding
     one is rounded the integer way), in whole 64-value tiles and a short tail."""
     if (level, off) not in _configs():
-        pytest.skip(f"the CPU has no {level}" + (" with AVX512_BF16" if off else ""))
+        pytest.skip(_why_not(level, off))
     rng = np.random.default_rng(11)
     n = 4 * 64 + 45
     g = (rng.standard_normal(n) * 1e3).astype(np.float32)
