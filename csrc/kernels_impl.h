@@ -12,7 +12,7 @@
 #include "rules/describe.h"
 #include "rules/all.h"          /* the descriptions: each <name>_hyper */
 #include "quantize.h"
-#include "runtime.h"     /* optimc_use(OPTIMC_AVX512BF16): how bfloat16 state is rounded */
+#include "runtime.h"     /* optimc_use: the CPU features of the bfloat16 and 8-bit codecs */
 
 /* Per rule and type: its coefficients fit the tensor's scratch, and a
  * prepare with the generic signature the table holds. */

@@ -16,7 +16,6 @@
  * again (8-bit: its absmax computed afresh). One pass, nothing allocated,
  * and every rule is reused unchanged. Float64 state goes through float32 on
  * its way to bfloat16 or 8 bits. */
-#include "runtime.h"   /* optimc_use(OPTIMC_VBMI): which 8-bit codecs (quantize.h) */
 static void SFX(lowprec_run)(optimc_kernel_fn kernel, const optimc_tensor *x, size_t lo, size_t hi)
 {
 #if defined(__AVX512F__)

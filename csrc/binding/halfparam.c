@@ -1,7 +1,8 @@
 /* halfparam.c (binding) — bfloat16 and float16 params: recognising their
  * arrays (ml_dtypes.bfloat16 is a user-defined NumPy dtype, found by its
  * type's name, so optimc needs ml_dtypes only when a user brings it), the
- * master copy, and the conversions of the SIMD level in use as module functions for tests:
+ * master copy, and the conversions of the SIMD level in use as module
+ * functions for tests:
  *   f16_encode(x float32) -> uint16 (round to nearest even)
  *   f16_decode(h uint16) -> float32
  *   half_encode(x float32, format, step_key=None) -> uint16: "bfloat16" or

@@ -88,7 +88,6 @@ static inline void SFX(moments_update)(const SFX(moments_coef) *c, T g, T *exp_a
     T *restrict p = (T *)(x)->param; \
     const T *restrict g = (const T *)(x)->grad; \
     const int bf16_state_ = (x)->state_format == OPTIMC_STATE_BF16; \
-    const int bf16_hw_ = bf16_state_ && optimc_use(OPTIMC_AVX512BF16); \
     T *restrict s0 = bf16_state_ ? NULL : (T *)(x)->state[0]; \
     T *restrict s1 = bf16_state_ ? NULL : (T *)(x)->state[1]; \
     T *restrict s2 = bf16_state_ ? NULL : (T *)(x)->state[2]; \
@@ -97,7 +96,7 @@ static inline void SFX(moments_update)(const SFX(moments_coef) *c, T g, T *exp_a
     uint16_t *restrict h1 = bf16_state_ ? (uint16_t *)(x)->state[1] : NULL; \
     uint16_t *restrict h2 = bf16_state_ ? (uint16_t *)(x)->state[2] : NULL; \
     uint16_t *restrict h3 = bf16_state_ ? (uint16_t *)(x)->state[3] : NULL; \
-    (void)s0; (void)s1; (void)s2; (void)s3; (void)h0; (void)h1; (void)h2; (void)h3; (void)bf16_hw_
+    (void)s0; (void)s1; (void)s2; (void)s3; (void)h0; (void)h1; (void)h2; (void)h3
 
 /* Which state buffers a loop's update reads and writes (OPTIMC_EACH). */
 #define OPTIMC_S0 1
@@ -133,6 +132,7 @@ static inline void SFX(moments_update)(const SFX(moments_coef) *c, T g, T *exp_a
     } else { \
         _Alignas(64) T tile_[4][OPTIMC_TILE]; \
         uint16_t *restrict h_[4] = {h0, h1, h2, h3}; \
+        const int hw_ = optimc_use(OPTIMC_AVX512BF16);   /* how the tiles are rounded */ \
         OPTIMC_WITH_FIXED_PRE(c, for (size_t t_ = lo; t_ < hi; t_ += OPTIMC_TILE) { \
             size_t n_ = hi - t_ < OPTIMC_TILE ? hi - t_ : OPTIMC_TILE; \
             for (int k_ = 0; k_ < 4; k_++) \
@@ -145,7 +145,7 @@ static inline void SFX(moments_update)(const SFX(moments_coef) *c, T g, T *exp_a
                 __VA_ARGS__; \
             } \
             for (int k_ = 0; k_ < 4; k_++) \
-                if ((USED) & (1 << k_)) SFX(bf16_round)(tile_[k_], n_, h_[k_] + t_, bf16_hw_); \
+                if ((USED) & (1 << k_)) SFX(bf16_round)(tile_[k_], n_, h_[k_] + t_, hw_); \
         }); \
     } \
 } while (0)
